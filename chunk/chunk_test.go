@@ -1,0 +1,189 @@
+package chunk
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand"
+	"testing"
+
+	"golang.org/x/crypto/hkdf"
+)
+
+func testPol(t testing.TB, seed byte) Pol {
+	t.Helper()
+	p, err := DerivePol(hkdf.New(sha256.New, []byte{seed}, nil, []byte("test polynomial")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func randBytes(n int, seed int64) []byte {
+	b := make([]byte, n)
+	rand.New(rand.NewSource(seed)).Read(b)
+	return b
+}
+
+func chunks(t testing.TB, data []byte, pol Pol) [][]byte {
+	t.Helper()
+	c := New(bytes.NewReader(data), pol)
+	var out [][]byte
+	buf := make([]byte, MaxSize)
+	for {
+		ch, err := c.Next(buf)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, append([]byte(nil), ch...))
+	}
+}
+
+func TestChunkBoundsAndReassembly(t *testing.T) {
+	data := randBytes(24<<20, 1)
+	pol := testPol(t, 1)
+	cs := chunks(t, data, pol)
+	if len(cs) < 3 {
+		t.Fatalf("got %d chunks of 24 MiB, want several", len(cs))
+	}
+	var joined []byte
+	for i, c := range cs {
+		if len(c) > MaxSize || (len(c) < MinSize && i != len(cs)-1) {
+			t.Errorf("chunk %d has %d bytes, outside [%d,%d]", i, len(c), MinSize, MaxSize)
+		}
+		joined = append(joined, c...)
+	}
+	if !bytes.Equal(joined, data) {
+		t.Fatal("chunks do not reassemble to the input")
+	}
+}
+
+func TestDerivePolDeterministicAndSecret(t *testing.T) {
+	a1, a2, b := testPol(t, 1), testPol(t, 1), testPol(t, 9)
+	if a1 != a2 {
+		t.Fatal("same seed gave different polynomials")
+	}
+	if a1 == b {
+		t.Fatal("different seeds gave the same polynomial")
+	}
+	if !a1.Irreducible() {
+		t.Fatal("derived polynomial is reducible")
+	}
+}
+
+func TestDifferentPolsCutDifferently(t *testing.T) {
+	data := randBytes(16<<20, 2)
+	a := chunks(t, data, testPol(t, 1))
+	b := chunks(t, data, testPol(t, 9))
+	if len(a) == len(b) {
+		same := true
+		for i := range a {
+			if len(a[i]) != len(b[i]) {
+				same = false
+			}
+		}
+		if same {
+			t.Fatal("two tenants' polynomials cut identical boundaries")
+		}
+	}
+}
+
+func TestShiftResistance(t *testing.T) {
+	// Inserting bytes near the start must leave most later chunks unchanged:
+	// that is what makes content-defined chunking deduplicate edited files.
+	data := randBytes(16<<20, 3)
+	pol := testPol(t, 1)
+	h := NewHasher([32]byte{1})
+	before := map[ID]bool{}
+	for _, c := range chunks(t, data, pol) {
+		before[h.Sum(c)] = true
+	}
+	edited := append(append(append([]byte(nil), data[:1000]...), []byte("inserted")...), data[1000:]...)
+	after := chunks(t, edited, pol)
+	shared := 0
+	for _, c := range after {
+		if before[h.Sum(c)] {
+			shared++
+		}
+	}
+	if shared < len(after)-2 {
+		t.Fatalf("only %d of %d chunks survived a small insert", shared, len(after))
+	}
+}
+
+func TestHasherKeyed(t *testing.T) {
+	data := []byte("the same data in two tenants")
+	a := NewHasher([32]byte{1}).Sum(data)
+	b := NewHasher([32]byte{2}).Sum(data)
+	if a == b {
+		t.Fatal("two keys gave the same content ID")
+	}
+	if a != NewHasher([32]byte{1}).Sum(data) {
+		t.Fatal("same key and data gave different IDs")
+	}
+	id, err := ParseID(a.String())
+	if err != nil || id != a {
+		t.Fatalf("ParseID(String()) = %v, %v", id, err)
+	}
+	for _, bad := range []string{"", "zz", a.String()[:10], a.String() + "00"} {
+		if _, err := ParseID(bad); err == nil {
+			t.Errorf("ParseID(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestHasherConcurrent(t *testing.T) {
+	h := NewHasher([32]byte{7})
+	want := h.Sum([]byte("x"))
+	done := make(chan ID)
+	for i := 0; i < 8; i++ {
+		go func() { done <- h.Sum([]byte("x")) }()
+	}
+	for i := 0; i < 8; i++ {
+		if got := <-done; got != want {
+			t.Fatal("concurrent Sum differs")
+		}
+	}
+}
+
+func BenchmarkChunker(b *testing.B) {
+	data := randBytes(32<<20, 4)
+	pol := testPol(b, 1)
+	buf := make([]byte, MaxSize)
+	c := New(bytes.NewReader(data), pol)
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c.Reset(bytes.NewReader(data), pol)
+		for {
+			if _, err := c.Next(buf); err != nil {
+				break
+			}
+		}
+	}
+}
+
+func BenchmarkIDBlake3(b *testing.B) {
+	data := randBytes(1<<20, 5)
+	h := NewHasher([32]byte{1})
+	b.SetBytes(int64(len(data)))
+	for i := 0; i < b.N; i++ {
+		h.Sum(data)
+	}
+}
+
+func BenchmarkIDHMAC(b *testing.B) {
+	data := randBytes(1<<20, 5)
+	key := make([]byte, 32)
+	b.SetBytes(int64(len(data)))
+	for i := 0; i < b.N; i++ {
+		m := hmac.New(sha256.New, key)
+		m.Write(data)
+		m.Sum(nil)
+	}
+}

@@ -1,0 +1,129 @@
+// Command coffer is the command-line front end of the Coffer backup storage
+// engine. Every command is a thin layer over package engine.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"coffer/engine"
+)
+
+// Exit codes (restic's numbers where restic has the same meaning).
+const (
+	exitOK           = 0
+	exitError        = 1
+	exitUsage        = 2
+	exitPartial      = 3
+	exitNoRepo       = 10
+	exitRepoLocked   = 11
+	exitWrongKey     = 12
+	exitTenantLocked = 13
+	exitDamage       = 14
+	exitInterrupted  = 130
+)
+
+const exitCodesHelp = `Exit codes:
+  0    success
+  1    error
+  2    usage error (bad flag or argument)
+  3    backup finished, but some source files could not be read
+  10   repository does not exist
+  11   repository is held by another process (after --retry-lock ran out)
+  12   wrong, missing or malformed master key
+  13   tenant is locked
+  14   check or scrub found damage
+  130  interrupted`
+
+// usageError marks a mistake in the command line (exit 2).
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes one command line and returns the exit code. It is main
+// without the process: tests call it directly.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := newRootCmd(g)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	code := exitCode(err)
+	if ctx.Err() != nil {
+		code = exitInterrupted
+		err = errors.New("interrupted; nothing half-written was recorded, run the command again")
+	}
+	fmt.Fprintln(stderr, "coffer: "+message(err))
+	return code
+}
+
+// exitCode maps an error to the documented exit code.
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case errors.As(err, &ue), errors.Is(err, engine.ErrInvalid), isCobraUsage(err):
+		return exitUsage
+	case errors.Is(err, engine.ErrPartialBackup):
+		return exitPartial
+	case errors.Is(err, engine.ErrRepoNotFound):
+		return exitNoRepo
+	case errors.Is(err, engine.ErrRepoLocked):
+		return exitRepoLocked
+	case errors.Is(err, engine.ErrWrongKey), errors.Is(err, engine.ErrNoMasterKey), errors.Is(err, engine.ErrBadKeyFile):
+		return exitWrongKey
+	case errors.Is(err, engine.ErrTenantLocked):
+		return exitTenantLocked
+	case errors.Is(err, engine.ErrCheckFailed):
+		return exitDamage
+	case errors.Is(err, context.Canceled):
+		return exitInterrupted
+	}
+	return exitError
+}
+
+// isCobraUsage recognises cobra's own argument errors, which are plain errors.
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "flag needs an argument", "invalid argument", "accepts ", "requires at least", "required flag"} {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// message turns an error chain into one sentence for the user: package
+// prefixes of the sentinel errors are dropped.
+func message(err error) string {
+	s := err.Error()
+	for _, p := range []string{"engine: ", "repo: ", "index: ", "tree: ", "chunk: "} {
+		s = strings.ReplaceAll(s, p, "")
+	}
+	s = strings.TrimSpace(s)
+	if s != "" && !strings.HasSuffix(s, ".") {
+		s += "."
+	}
+	return s
+}

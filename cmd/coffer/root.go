@@ -1,0 +1,199 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"coffer/engine"
+)
+
+// globals are the global flags and the process's streams.
+type globals struct {
+	repo      string
+	keyFile   string
+	tenant    string
+	json      bool
+	retryLock time.Duration
+
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func newRootCmd(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "coffer",
+		Short: "Encrypted, deduplicating, erasure-coded backup storage for many tenants",
+		Long: `coffer stores backups of many tenants on many drives: content-defined chunks,
+deduplicated within each tenant, compressed, encrypted with the tenant's own key,
+packed and Reed-Solomon coded across drives in different racks.
+
+` + exitCodesHelp,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.repo, "repo", os.Getenv("COFFER_REPO"), "repository folder (env COFFER_REPO)")
+	pf.StringVar(&g.keyFile, "master-key-file", os.Getenv("COFFER_MASTER_KEY_FILE"), "master key file (env COFFER_MASTER_KEY_FILE; default REPO/master.key)")
+	pf.StringVar(&g.tenant, "tenant", os.Getenv("COFFER_TENANT"), "tenant name (env COFFER_TENANT)")
+	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
+	pf.DurationVar(&g.retryLock, "retry-lock", 0, "wait this long for another process that holds the repository")
+
+	root.AddCommand(
+		newInitCmd(g),
+		newTenantCmd(g),
+		newBackupCmd(g),
+		newSnapshotsCmd(g),
+		newLsCmd(g),
+		newRestoreCmd(g),
+		newDumpCmd(g),
+		newCheckCmd(g),
+	)
+	for _, c := range root.Commands() {
+		addExitHelp(c)
+	}
+	return root
+}
+
+func addExitHelp(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	if c.Long == "" {
+		c.Long = c.Short
+	}
+	c.Long += "\n\n" + exitCodesHelp
+	for _, sub := range c.Commands() {
+		addExitHelp(sub)
+	}
+}
+
+// args wraps a cobra argument rule so its errors count as usage errors.
+func args(rule cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if err := rule(cmd, a); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+func (g *globals) repoDir() (string, error) {
+	if g.repo == "" {
+		return "", usagef("no repository given: use --repo DIR or set COFFER_REPO")
+	}
+	return g.repo, nil
+}
+
+// open opens the repository for a command.
+func (g *globals) open(cmd *cobra.Command) (*engine.Engine, error) {
+	dir, err := g.repoDir()
+	if err != nil {
+		return nil, err
+	}
+	return engine.Open(dir, engine.Options{
+		MasterKeyFile: g.keyFile,
+		RetryLock:     g.retryLock,
+		Command:       "coffer " + cmd.Name(),
+		Warn:          g.stderr,
+	})
+}
+
+// openTenant opens the repository and the --tenant tenant.
+func (g *globals) openTenant(cmd *cobra.Command) (*engine.Engine, *engine.Tenant, error) {
+	if g.tenant == "" {
+		return nil, nil, usagef("no tenant given: use --tenant NAME or set COFFER_TENANT")
+	}
+	e, err := g.open(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := e.OpenTenant(cmd.Context(), g.tenant)
+	if err != nil {
+		e.Close()
+		return nil, nil, err
+	}
+	return e, t, nil
+}
+
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// isTerminal reports whether w is a terminal (progress is shown only there).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// parseSize parses a byte size: a number with an optional unit
+// (k, M, G, T with or without "iB"/"B"; all powers of 1024).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	lower := strings.ToLower(t)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40}, {"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30}, {"tb", 1 << 40}, {"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30}, {"t", 1 << 40}, {"b", 1}} {
+		if strings.HasSuffix(lower, u.suffix) {
+			mult = u.mult
+			t = strings.TrimSpace(t[:len(t)-len(u.suffix)])
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(t, "%d", &n); err != nil || n < 0 || fmt.Sprint(n) != t {
+		return 0, usagef("size %q is not a number of bytes such as 16MiB", s)
+	}
+	if n > (1<<62)/mult {
+		return 0, usagef("size %q is too large", s)
+	}
+	return n * mult, nil
+}
+
+// formatBytes renders a byte count for people.
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// parseDrives parses "rack:path,rack:path".
+func parseDrives(s string) ([]engine.DriveSpec, error) {
+	var out []engine.DriveSpec
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		rack, path, ok := strings.Cut(part, ":")
+		if !ok || rack == "" || path == "" {
+			return nil, usagef("drive %q is not RACK:PATH", part)
+		}
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, engine.DriveSpec{Rack: rack, Path: abs})
+	}
+	if len(out) == 0 {
+		return nil, usagef("--drives lists no drives")
+	}
+	return out, nil
+}

@@ -1,0 +1,235 @@
+package engine
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"coffer/engine/tree"
+	"coffer/index"
+	"coffer/repo"
+)
+
+// ErrCheckFailed is returned by Check when it found damage (the CLI exits 14).
+var ErrCheckFailed = errors.New("engine: check found damage")
+
+// CheckOptions configure Check.
+type CheckOptions struct {
+	// ReadData reads every shard in full (block CRCs and hash) and decrypts
+	// every blob, verifying its content ID.
+	ReadData bool
+	// Progress counts shards checked (Files) and bytes read (Bytes).
+	Progress *Progress
+}
+
+// CheckReport is what Check found.
+type CheckReport struct {
+	Tenants   int      `json:"tenants"`
+	Snapshots int      `json:"snapshots"`
+	Packs     int      `json:"packs"`
+	Shards    int      `json:"shards"`
+	Blobs     int      `json:"blobs"`
+	Problems  []string `json:"problems"` // damage: data at risk or lost
+	Notes     []string `json:"notes"`    // harmless findings, such as shards of interrupted writes
+}
+
+// Check verifies that the index and the drives agree: every indexed pack has
+// all its shards with valid headers, its sealed pack header lists what the
+// index says, every indexed blob lies in an indexed pack, and every snapshot's
+// trees and content are indexed. Shards the index does not know (left by an
+// interrupted write) are notes, not damage. It returns the report and, when
+// there is damage, an error wrapping ErrCheckFailed.
+func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error) {
+	prog := o.Progress
+	if prog == nil {
+		prog = &Progress{}
+	}
+	rep := &CheckReport{}
+	entries, err := e.tenantEntries()
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, te := range entries {
+		rep.Tenants++
+		known[hex.EncodeToString(te.rec.ID[:])] = true
+		t, err := e.tenantHandle(te)
+		if err != nil {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("tenant %x: %v", te.rec.ID[:4], err))
+			continue
+		}
+		if err := t.check(ctx, o, rep, prog); err != nil {
+			return rep, err
+		}
+	}
+	err = e.repo.ListShards(ctx, func(d repo.DriveID, container string, id repo.PackID, i int, size int64) error {
+		if !known[container] {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("drive %s holds shard %d of pack %s of an unknown tenant container", d, i, id))
+			return nil
+		}
+		var tid index.TenantID
+		_ = decodeHexInto(tid[:], container)
+		if _, err := e.db.Pack(tid, index.PackID(id)); errors.Is(err, index.ErrNotFound) {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("drive %s holds shard %d of unindexed pack %s (an interrupted write; scrub --repair removes it)", d, i, id))
+		} else if err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("listing drives: %v", err))
+	}
+	if len(rep.Problems) > 0 {
+		return rep, fmt.Errorf("%w: %d problems", ErrCheckFailed, len(rep.Problems))
+	}
+	return rep, nil
+}
+
+func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, prog *Progress) error {
+	problem := func(format string, args ...any) {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("tenant %s: ", t.ID()[:8])+fmt.Sprintf(format, args...))
+	}
+	packs := map[index.PackID]index.PackRec{}
+	err := t.e.db.Packs(t.id, func(rec index.PackRec) error {
+		rep.Packs++
+		packs[rec.ID] = rec
+		t.checkPack(ctx, rec, o, rep, prog, problem)
+		return ctx.Err()
+	})
+	if err != nil {
+		return err
+	}
+	err = t.e.db.Blobs(t.id, func(id index.BlobID, loc index.BlobLoc) error {
+		rep.Blobs++
+		rec, ok := packs[loc.Pack]
+		if !ok {
+			problem("blob %x is indexed in pack %s, which is not indexed", id[:8], loc.Pack)
+			return nil
+		}
+		if uint64(loc.Offset)+uint64(loc.Length) > rec.DataLen {
+			problem("blob %x lies outside pack %s", id[:8], loc.Pack)
+			return nil
+		}
+		if o.ReadData {
+			if _, err := t.readBlobAt(ctx, packInfo(t.container(), rec), BlobType(loc.Type), id, loc); err != nil {
+				problem("blob %x in pack %s: %v", id[:8], loc.Pack, err)
+			}
+			prog.Bytes.Add(int64(loc.Length))
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return err
+	}
+	seen := map[tree.ID]bool{}
+	err = t.e.db.Snapshots(t.id, func(rec index.SnapshotRec) error {
+		rep.Snapshots++
+		s, err := t.openSnapshot(rec)
+		if err != nil {
+			problem("%v", err)
+			return nil
+		}
+		id, err := parseTreeID(s.Tree)
+		if err != nil {
+			problem("snapshot %s: %v", s.ID[:8], err)
+			return nil
+		}
+		t.checkTree(ctx, id, seen, func(format string, args ...any) {
+			problem("snapshot %s: "+format, append([]any{s.ID[:8]}, args...)...)
+		})
+		return ctx.Err()
+	})
+	return err
+}
+
+func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOptions, rep *CheckReport, prog *Progress, problem func(string, ...any)) {
+	p := packInfo(t.container(), rec)
+	var trailer []byte
+	for i, d := range p.Drives {
+		rep.Shards++
+		prog.Files.Add(1)
+		hdr, tr, err := t.e.repo.ReadShardTrailer(ctx, d, p.Container, p.ID, i)
+		if err != nil {
+			problem("pack %s shard %d on drive %s: %v", p.ID, i, d, err)
+			continue
+		}
+		if hdr.K != p.K || hdr.M != p.M || hdr.DataLen != p.DataLen || hdr.ShardLen != p.ShardLen {
+			problem("pack %s shard %d on drive %s: header does not match the index", p.ID, i, d)
+			continue
+		}
+		if o.ReadData {
+			if err := t.e.repo.VerifyShard(ctx, p, i); err != nil {
+				problem("pack %s shard %d on drive %s: %v", p.ID, i, d, err)
+				continue
+			}
+			prog.Bytes.Add(p.ShardLen)
+		}
+		if trailer == nil {
+			if _, err := t.openPackHeader(p.ID, tr); err != nil {
+				problem("pack %s shard %d on drive %s: sealed pack header: %v", p.ID, i, d, err)
+				continue
+			}
+			trailer = tr
+		}
+	}
+	if trailer == nil {
+		return
+	}
+	h, _ := t.openPackHeader(p.ID, trailer)
+	if h.K != p.K || h.M != p.M || int64(h.DataLen) != p.DataLen || len(h.Blobs) != int(rec.Blobs) {
+		problem("pack %s: sealed header does not match the index", p.ID)
+	}
+	for i := range h.Hashes {
+		if i < len(p.Hashes) && repo.Hash(h.Hashes[i]) != p.Hashes[i] {
+			problem("pack %s: shard %d hash differs between the sealed header and the index", p.ID, i)
+		}
+	}
+}
+
+// openPackHeader authenticates and decodes a sealed pack header.
+func (t *Tenant) openPackHeader(id repo.PackID, trailer []byte) (*packHeader, error) {
+	plain, err := openRaw(&t.keys.meta, headerAD(t.id, id), trailer)
+	if err != nil {
+		return nil, err
+	}
+	plain, err = decompress(plain, 0)
+	if err != nil {
+		return nil, err
+	}
+	h, err := decodePackHeader(plain)
+	if err != nil {
+		return nil, err
+	}
+	if h.Tenant != t.id || h.Pack != id {
+		return nil, fmt.Errorf("%w: header names another pack", ErrCorrupt)
+	}
+	return h, nil
+}
+
+// checkTree walks a tree once, checking that every subtree decodes and every
+// content blob is indexed.
+func (t *Tenant) checkTree(ctx context.Context, id tree.ID, seen map[tree.ID]bool, problem func(string, ...any)) {
+	if seen[id] || ctx.Err() != nil {
+		return
+	}
+	seen[id] = true
+	tr, err := t.loadTree(ctx, id)
+	if err != nil {
+		problem("tree %x: %v", id[:8], err)
+		return
+	}
+	for i := range tr.Nodes {
+		n := &tr.Nodes[i]
+		switch n.Type {
+		case tree.Dir:
+			t.checkTree(ctx, n.Subtree, seen, problem)
+		case tree.File:
+			for _, c := range n.Content {
+				if _, ok, err := t.e.db.Blob(t.id, index.BlobID(c)); err != nil || !ok {
+					problem("tree %x: content blob %x is not indexed", id[:8], c[:8])
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,47 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error classes. The CLI maps each to an exit code (docs/design.md, "Exit
+// codes"); test with errors.Is.
+var (
+	ErrRepoNotFound     = errors.New("engine: repository does not exist")
+	ErrRepoExists       = errors.New("engine: repository already exists")
+	ErrRepoLocked       = errors.New("engine: repository is held by another process")
+	ErrWrongKey         = errors.New("engine: wrong master key")
+	ErrNoMasterKey      = errors.New("engine: master key file not found")
+	ErrBadKeyFile       = errors.New("engine: master key file is malformed")
+	ErrTenantLocked     = errors.New("engine: tenant is locked")
+	ErrTenantNotFound   = errors.New("engine: tenant not found")
+	ErrTenantExists     = errors.New("engine: tenant already exists")
+	ErrSnapshotNotFound = errors.New("engine: snapshot not found")
+	ErrAmbiguous        = errors.New("engine: snapshot prefix is ambiguous")
+	ErrPathNotFound     = errors.New("engine: path not found in snapshot")
+	ErrDamage           = errors.New("engine: repository damage found")
+	ErrPartialBackup    = errors.New("engine: some source files could not be read")
+	ErrInvalid          = errors.New("engine: invalid argument")
+	ErrAuth             = errors.New("engine: authentication failed")
+	ErrCorrupt          = errors.New("engine: corrupt record")
+)
+
+// LockedError reports who holds the repository.
+type LockedError struct {
+	Dir    string
+	Holder string // "pid 123 (coffer backup) since 2026-01-02T03:04:05Z", or "" if unknown
+}
+
+func (e *LockedError) Error() string {
+	if e.Holder == "" {
+		return fmt.Sprintf("repository %s is held by another process", e.Dir)
+	}
+	return fmt.Sprintf("repository %s is held by another process: %s", e.Dir, e.Holder)
+}
+
+func (e *LockedError) Unwrap() error { return ErrRepoLocked }
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,291 @@
+package engine
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/crypto/hkdf"
+
+	"coffer/chunk"
+)
+
+// KeySize is the size of the master key and of every tenant key.
+const KeySize = 32
+
+// HKDF labels. Each is used exactly once; a label is never reused for a new
+// purpose, so the format can evolve by adding labels.
+const (
+	labelWrap    = "coffer/v1/mk/wrap"    // MK → key that wraps tenant keys
+	labelAdmin   = "coffer/v1/mk/admin"   // MK → key that seals tenant metadata
+	labelCheck   = "coffer/v1/mk/check"   // MK → public check value of the key
+	labelData    = "coffer/v1/tk/data"    // TK → seals data blobs
+	labelID      = "coffer/v1/tk/id"      // TK → keyed content IDs
+	labelChunker = "coffer/v1/tk/chunker" // TK → chunker polynomial seed stream
+	labelMeta    = "coffer/v1/tk/meta"    // TK → seals trees, pack headers, snapshots
+)
+
+// masterKey is one epoch of the master key with the subkeys derived from it.
+type masterKey struct {
+	repo  [16]byte
+	epoch uint32
+	raw   [KeySize]byte
+	wrap  [KeySize]byte
+	admin [KeySize]byte
+	check [16]byte
+}
+
+func deriveKey(secret, salt []byte, label string, out []byte) {
+	r := hkdf.New(sha256.New, secret, salt, []byte(label))
+	if _, err := io.ReadFull(r, out); err != nil {
+		// HKDF-SHA256 can produce 255*32 bytes; we never ask for more.
+		panic(err)
+	}
+}
+
+func newMasterKey(repoID [16]byte, epoch uint32, raw [KeySize]byte) *masterKey {
+	mk := &masterKey{repo: repoID, epoch: epoch, raw: raw}
+	deriveKey(raw[:], repoID[:], labelWrap, mk.wrap[:])
+	deriveKey(raw[:], repoID[:], labelAdmin, mk.admin[:])
+	deriveKey(raw[:], repoID[:], labelCheck, mk.check[:])
+	return mk
+}
+
+// Master key file format (text, one "name: value" per line, in this order):
+//
+//	coffer master key
+//	version: 1
+//	repository: <32 hex digits>
+//	epoch: <decimal>
+//	key: <64 hex digits>
+const mkFileHeader = "coffer master key"
+
+func encodeMasterKeyFile(mk *masterKey) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s\nversion: 1\nrepository: %x\nepoch: %d\nkey: %x\n", mkFileHeader, mk.repo[:], mk.epoch, mk.raw[:])
+	return b.Bytes()
+}
+
+// decodeMasterKeyFile parses a master key file. Errors wrap ErrBadKeyFile.
+func decodeMasterKeyFile(data []byte) (*masterKey, error) {
+	bad := func(what string) error { return fmt.Errorf("%w: %s", ErrBadKeyFile, what) }
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	want := []string{"", "version", "repository", "epoch", "key"}
+	vals := make([]string, len(want))
+	i := 0
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		if i >= len(want) {
+			return nil, bad("unexpected extra line")
+		}
+		if i == 0 {
+			if line != mkFileHeader {
+				return nil, bad("missing header line")
+			}
+			i++
+			continue
+		}
+		name, val, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(name) != want[i] {
+			return nil, bad("expected field " + want[i])
+		}
+		vals[i] = strings.TrimSpace(val)
+		i++
+	}
+	if i != len(want) {
+		return nil, bad("truncated")
+	}
+	if vals[1] != "1" {
+		return nil, bad("unsupported version " + strconv.Quote(vals[1]))
+	}
+	var repoID [16]byte
+	if err := decodeHexInto(repoID[:], vals[2]); err != nil {
+		return nil, bad("repository: " + err.Error())
+	}
+	epoch, err := strconv.ParseUint(vals[3], 10, 32)
+	if err != nil || epoch == 0 {
+		return nil, bad("epoch is not a positive number")
+	}
+	var raw [KeySize]byte
+	if err := decodeHexInto(raw[:], vals[4]); err != nil {
+		return nil, bad("key: " + err.Error())
+	}
+	return newMasterKey(repoID, uint32(epoch), raw), nil
+}
+
+func decodeHexInto(dst []byte, s string) error {
+	if len(s) != 2*len(dst) {
+		return fmt.Errorf("want %d hex digits, got %d", 2*len(dst), len(s))
+	}
+	if _, err := hex.Decode(dst, []byte(s)); err != nil {
+		return errors.New("not hex")
+	}
+	return nil
+}
+
+// readMasterKeyFile reads and parses the key file at path.
+func readMasterKeyFile(path string) (*masterKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s does not exist", ErrNoMasterKey, path)
+		}
+		return nil, fmt.Errorf("read master key file: %w", err)
+	}
+	mk, err := decodeMasterKeyFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("master key file %s: %w", path, err)
+	}
+	return mk, nil
+}
+
+// writeFileDurable writes data to path atomically (temporary name in the same
+// folder, fsync, rename, fsync of the folder) with the given mode.
+func writeFileDurable(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(mode); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	ok = true
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// tenantKeys are the subkeys of one tenant key. The raw tenant key itself is
+// not kept once these are derived.
+type tenantKeys struct {
+	tenant [16]byte
+	data   [KeySize]byte
+	meta   [KeySize]byte
+	ids    *chunk.Hasher
+	pol    chunk.Pol
+}
+
+func deriveTenantKeys(tenant [16]byte, tk *[KeySize]byte) (*tenantKeys, error) {
+	k := &tenantKeys{tenant: tenant}
+	deriveKey(tk[:], tenant[:], labelData, k.data[:])
+	deriveKey(tk[:], tenant[:], labelMeta, k.meta[:])
+	var idKey [KeySize]byte
+	deriveKey(tk[:], tenant[:], labelID, idKey[:])
+	k.ids = chunk.NewHasher(idKey)
+	pol, err := chunk.DerivePol(hkdf.New(sha256.New, tk[:], tenant[:], []byte(labelChunker)))
+	if err != nil {
+		return nil, err
+	}
+	k.pol = pol
+	return k, nil
+}
+
+// wrapAD binds a wrapped tenant key to its tenant and master-key epoch.
+func wrapAD(tenant [16]byte, epoch uint32) []byte {
+	ad := make([]byte, 0, 8+16+4)
+	ad = append(ad, "CFWK0001"...)
+	ad = append(ad, tenant[:]...)
+	return binary.LittleEndian.AppendUint32(ad, epoch)
+}
+
+// wrapTenantKey seals tk under the master key: nonce(24) || ciphertext(32+16).
+func wrapTenantKey(mk *masterKey, tenant [16]byte, tk *[KeySize]byte) []byte {
+	return sealRaw(&mk.wrap, wrapAD(tenant, mk.epoch), tk[:])
+}
+
+func unwrapTenantKey(mk *masterKey, tenant [16]byte, wrapped []byte) (*[KeySize]byte, error) {
+	plain, err := openRaw(&mk.wrap, wrapAD(tenant, mk.epoch), wrapped)
+	if err != nil || len(plain) != KeySize {
+		return nil, fmt.Errorf("unwrap tenant key: %w", ErrWrongKey)
+	}
+	var tk [KeySize]byte
+	copy(tk[:], plain)
+	return &tk, nil
+}
+
+// sealRaw encrypts plain with XChaCha20-Poly1305 under key with a random
+// nonce: nonce(24) || ciphertext || tag(16).
+func sealRaw(key *[KeySize]byte, ad, plain []byte) []byte {
+	aead, err := chacha20poly1305.NewX(key[:])
+	if err != nil {
+		panic(err) // only for a key of the wrong size, which the type rules out
+	}
+	out := make([]byte, chacha20poly1305.NonceSizeX, chacha20poly1305.NonceSizeX+len(plain)+aead.Overhead())
+	if _, err := rand.Read(out); err != nil {
+		panic(fmt.Sprintf("engine: system random source failed: %v", err))
+	}
+	return aead.Seal(out, out, plain, ad)
+}
+
+func openRaw(key *[KeySize]byte, ad, sealed []byte) ([]byte, error) {
+	aead, err := chacha20poly1305.NewX(key[:])
+	if err != nil {
+		panic(err)
+	}
+	if len(sealed) < aead.NonceSize()+aead.Overhead() {
+		return nil, ErrAuth
+	}
+	plain, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], ad)
+	if err != nil {
+		return nil, ErrAuth
+	}
+	return plain, nil
+}
+
+// checkValue is the public check value of a master key epoch stored in the
+// repository config, so a wrong key file is recognised at once.
+func (mk *masterKey) checkHex() string { return hex.EncodeToString(mk.check[:]) }
+
+func (mk *masterKey) matches(check string) bool {
+	want, err := hex.DecodeString(check)
+	return err == nil && hmac.Equal(want, mk.check[:])
+}
+
+func randomBytes(b []byte) {
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("engine: system random source failed: %v", err))
+	}
+}

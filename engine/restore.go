@@ -1,0 +1,382 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"coffer/engine/fsmeta"
+	"coffer/engine/tree"
+)
+
+// RestoreOptions configure a restore.
+type RestoreOptions struct {
+	// Includes limits the restore to these snapshot paths and what is below
+	// them ("/srv/www" or "srv/www"); empty restores everything.
+	Includes []string
+	// Progress is updated while the restore runs; may be nil.
+	Progress *Progress
+}
+
+// RestoreStats summarise a restore.
+type RestoreStats struct {
+	Files, Dirs, Other int64
+	Bytes              int64
+	Warnings           []string // metadata that could not be applied (not data)
+}
+
+type restoreFile struct {
+	path string
+	node *tree.Node
+}
+
+type restoreDir struct {
+	path string
+	node *tree.Node
+}
+
+// Restore writes snapshot s below target. Every chunk's content ID is
+// verified before it is written. Files are written in parallel; folder
+// metadata is applied last, deepest first, so their times stick.
+func (t *Tenant) Restore(ctx context.Context, s *Snapshot, target string, o RestoreOptions) (*RestoreStats, error) {
+	target, err := filepath.Abs(target)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(target, 0o700); err != nil {
+		return nil, fmt.Errorf("create restore target: %w", err)
+	}
+	root, err := t.rootTree(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	var includes []string
+	for _, inc := range o.Includes {
+		inc = strings.Trim(path.Clean("/"+inc), "/")
+		includes = append(includes, inc)
+	}
+	prog := o.Progress
+	if prog == nil {
+		prog = &Progress{}
+	}
+	st := &RestoreStats{}
+	var stMu sync.Mutex // guards st.Warnings
+	warn := func(p string, err error) {
+		stMu.Lock()
+		st.Warnings = append(st.Warnings, fmt.Sprintf("%s: %v", p, err))
+		stMu.Unlock()
+	}
+	applyOpts := fsmeta.ApplyOptions{Owner: fsmeta.IsRoot(), Xattrs: true}
+
+	// Restore writes are I/O-bound and each read may wait on several drives:
+	// a few more workers than cores keep drives and cores busy.
+	g, gctx := errgroup.WithContext(ctx)
+	files := make(chan restoreFile, 64)
+	for i := 0; i < 4; i++ {
+		g.Go(func() error {
+			for f := range files {
+				n, err := t.restoreFile(gctx, f.path, f.node, prog)
+				if err != nil {
+					return err
+				}
+				if err := fsmeta.Apply(f.path, f.node, applyOpts); err != nil {
+					warn(f.path, err)
+				}
+				stMu.Lock()
+				st.Files++
+				st.Bytes += n
+				stMu.Unlock()
+			}
+			return nil
+		})
+	}
+	var dirs []restoreDir
+	var links []restoreFile
+	var walk func(tr *tree.Tree, dir, rel string) error
+	walk = func(tr *tree.Tree, dir, rel string) error {
+		for i := range tr.Nodes {
+			n := &tr.Nodes[i]
+			r := joinRel(rel, n.Name)
+			in, need := selected(includes, r)
+			if !in && !need {
+				continue
+			}
+			p := filepath.Join(dir, n.Name)
+			switch n.Type {
+			case tree.Dir:
+				if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+					return fmt.Errorf("create folder: %w", err)
+				}
+				sub, err := t.loadTree(gctx, n.Subtree)
+				if err != nil {
+					return err
+				}
+				if err := walk(sub, p, r); err != nil {
+					return err
+				}
+				dirs = append(dirs, restoreDir{path: p, node: n})
+			case tree.File:
+				if !in {
+					continue
+				}
+				select {
+				case files <- restoreFile{path: p, node: n}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			case tree.Hardlink:
+				if in {
+					links = append(links, restoreFile{path: p, node: n})
+				}
+			default:
+				if !in {
+					continue
+				}
+				_ = os.Remove(p)
+				if err := fsmeta.Create(p, n); err != nil {
+					if errors.Is(err, fsmeta.ErrSkipped) || errors.Is(err, fsmeta.ErrNeedRoot) {
+						warn(p, err)
+						continue
+					}
+					return fmt.Errorf("create %s: %w", p, err)
+				}
+				if err := fsmeta.Apply(p, n, applyOpts); err != nil {
+					warn(p, err)
+				}
+				st.Other++
+			}
+		}
+		return nil
+	}
+	g.Go(func() error {
+		defer close(files)
+		return walk(root, target, "")
+	})
+	if err := g.Wait(); err != nil {
+		return st, fmt.Errorf("restore snapshot %s: %w", s.ID[:8], err)
+	}
+	for _, l := range links {
+		first := filepath.Join(target, filepath.FromSlash(l.node.LinkTarget))
+		_ = os.Remove(l.path)
+		if err := os.Link(first, l.path); err != nil {
+			return st, fmt.Errorf("restore hard link %s: %w", l.path, err)
+		}
+		st.Files++
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := fsmeta.Apply(dirs[i].path, dirs[i].node, applyOpts); err != nil {
+			warn(dirs[i].path, err)
+		}
+		st.Dirs++
+	}
+	return st, nil
+}
+
+// selected reports whether rel is included (in) or is a folder on the way to
+// an included path (need).
+func selected(includes []string, rel string) (in, need bool) {
+	if len(includes) == 0 {
+		return true, false
+	}
+	for _, inc := range includes {
+		if inc == "" || rel == inc || strings.HasPrefix(rel, inc+"/") {
+			return true, false
+		}
+		if strings.HasPrefix(inc, rel+"/") {
+			need = true
+		}
+	}
+	return false, need
+}
+
+// restoreFile writes one file's content, leaving holes unwritten so sparse
+// files stay sparse. It returns the bytes written.
+func (t *Tenant) restoreFile(ctx context.Context, p string, n *tree.Node, prog *Progress) (int64, error) {
+	_ = os.Remove(p) // never write through an existing link
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("create file: %w", err)
+	}
+	var off uint64
+	for _, id := range n.Content {
+		data, err := t.readBlob(ctx, DataBlob, id)
+		if err != nil {
+			f.Close()
+			return 0, fmt.Errorf("%s: %w", p, err)
+		}
+		if err := writeSparse(f, data, off, n.Holes); err != nil {
+			f.Close()
+			return 0, fmt.Errorf("write %s: %w", p, err)
+		}
+		off += uint64(len(data))
+		prog.Bytes.Add(int64(len(data)))
+	}
+	if off != n.Size {
+		f.Close()
+		return 0, fmt.Errorf("%w: %s: content is %d bytes, the snapshot says %d", ErrDamage, p, off, n.Size)
+	}
+	if err := f.Truncate(int64(n.Size)); err != nil {
+		f.Close()
+		return 0, err
+	}
+	if err := f.Close(); err != nil {
+		return 0, err
+	}
+	prog.Files.Add(1)
+	return int64(off), nil
+}
+
+// writeSparse writes data at off, skipping the parts that fall in holes.
+func writeSparse(f *os.File, data []byte, off uint64, holes []tree.Extent) error {
+	end := off + uint64(len(data))
+	pos := off
+	for _, h := range holes {
+		hEnd := h.Off + h.Len
+		if hEnd <= pos || h.Off >= end {
+			continue
+		}
+		if h.Off > pos {
+			if _, err := f.WriteAt(data[pos-off:h.Off-off], int64(pos)); err != nil {
+				return err
+			}
+		}
+		pos = min(hEnd, end)
+	}
+	if pos < end {
+		_, err := f.WriteAt(data[pos-off:], int64(pos))
+		return err
+	}
+	return nil
+}
+
+// Entry is one node of a snapshot listing.
+type Entry struct {
+	Path   string    `json:"path"` // "/"-separated, from the snapshot root, with a leading "/"
+	Name   string    `json:"name"`
+	Type   string    `json:"type"`
+	Mode   uint32    `json:"mode"`
+	Size   uint64    `json:"size"`
+	MTime  time.Time `json:"mtime"`
+	UID    uint32    `json:"uid"`
+	GID    uint32    `json:"gid"`
+	Target string    `json:"link_target,omitempty"`
+}
+
+// List calls fn for every node at or below dir ("/" for everything) in the
+// snapshot, in depth-first order with folders before their entries.
+func (t *Tenant) List(ctx context.Context, s *Snapshot, dir string, fn func(Entry) error) error {
+	n, rel, err := t.lookup(ctx, s, dir)
+	if err != nil {
+		return err
+	}
+	var walk func(tr *tree.Tree, rel string) error
+	walk = func(tr *tree.Tree, rel string) error {
+		for i := range tr.Nodes {
+			c := &tr.Nodes[i]
+			r := joinRel(rel, c.Name)
+			if err := fn(entry(r, c)); err != nil {
+				return err
+			}
+			if c.Type == tree.Dir {
+				sub, err := t.loadTree(ctx, c.Subtree)
+				if err != nil {
+					return err
+				}
+				if err := walk(sub, r); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if n != nil {
+		if err := fn(entry(rel, n)); err != nil {
+			return err
+		}
+		if n.Type != tree.Dir {
+			return nil
+		}
+	}
+	var sub *tree.Tree
+	if n == nil {
+		sub, err = t.rootTree(ctx, s)
+	} else {
+		sub, err = t.loadTree(ctx, n.Subtree)
+	}
+	if err != nil {
+		return err
+	}
+	return walk(sub, rel)
+}
+
+func entry(rel string, n *tree.Node) Entry {
+	return Entry{
+		Path: "/" + rel, Name: n.Name, Type: n.Type.String(), Mode: n.Mode, Size: n.Size,
+		MTime: time.Unix(0, n.MTime), UID: n.UID, GID: n.GID, Target: n.LinkTarget,
+	}
+}
+
+// lookup finds the node at p in the snapshot; for the root it returns nil.
+func (t *Tenant) lookup(ctx context.Context, s *Snapshot, p string) (*tree.Node, string, error) {
+	rel := strings.Trim(path.Clean("/"+p), "/")
+	if rel == "" {
+		return nil, "", nil
+	}
+	tr, err := t.rootTree(ctx, s)
+	if err != nil {
+		return nil, "", err
+	}
+	parts := strings.Split(rel, "/")
+	for i, part := range parts {
+		n := tr.Find(part)
+		if n == nil {
+			return nil, "", fmt.Errorf("%w: %s in snapshot %s", ErrPathNotFound, "/"+rel, s.ID[:8])
+		}
+		if i == len(parts)-1 {
+			return n, rel, nil
+		}
+		if n.Type != tree.Dir {
+			return nil, "", fmt.Errorf("%w: %s in snapshot %s", ErrPathNotFound, "/"+rel, s.ID[:8])
+		}
+		if tr, err = t.loadTree(ctx, n.Subtree); err != nil {
+			return nil, "", err
+		}
+	}
+	return nil, "", nil // not reached
+}
+
+// Dump writes the content of the file at p in snapshot s to w.
+func (t *Tenant) Dump(ctx context.Context, s *Snapshot, p string, w io.Writer) error {
+	n, _, err := t.lookup(ctx, s, p)
+	if err != nil {
+		return err
+	}
+	if n != nil && n.Type == tree.Hardlink {
+		n, _, err = t.lookup(ctx, s, n.LinkTarget)
+		if err != nil {
+			return err
+		}
+	}
+	if n == nil || n.Type != tree.File {
+		return invalidf("%s in snapshot %s is not a file", p, s.ID[:8])
+	}
+	for _, id := range n.Content {
+		data, err := t.readBlob(ctx, DataBlob, id)
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(data); err != nil {
+			return fmt.Errorf("write output: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,162 @@
+package engine
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"coffer/index"
+)
+
+// Snapshot is one backup: when, of what, and the root tree. Its record is
+// sealed under the tenant's metadata key; only its random ID is visible.
+type Snapshot struct {
+	ID       string        `json:"id"`
+	Time     time.Time     `json:"time"`
+	Host     string        `json:"hostname"`
+	Paths    []string      `json:"paths"`
+	Tags     []string      `json:"tags,omitempty"`
+	Excludes []string      `json:"excludes,omitempty"`
+	Username string        `json:"username,omitempty"`
+	Tree     string        `json:"tree"`
+	Parent   string        `json:"parent,omitempty"`
+	Program  string        `json:"program_version"`
+	Stats    SnapshotStats `json:"summary"`
+}
+
+// SnapshotStats summarise what a backup did.
+type SnapshotStats struct {
+	Start          time.Time `json:"backup_start"`
+	End            time.Time `json:"backup_end"`
+	Files          int64     `json:"total_files_processed"`
+	Dirs           int64     `json:"dirs_processed"`
+	Bytes          int64     `json:"total_bytes_processed"`
+	FilesUnchanged int64     `json:"files_unmodified"`
+	FilesFailed    int64     `json:"files_failed,omitempty"`
+	BlobsAdded     int64     `json:"data_blobs_added"`
+	BytesAdded     int64     `json:"data_added"`        // plaintext bytes of new blobs
+	BytesStored    int64     `json:"data_added_packed"` // sealed bytes of new blobs (before parity)
+}
+
+// ProgramVersion is recorded in every snapshot.
+const ProgramVersion = "coffer 0.1.0"
+
+func snapshotRecordName(tenant [16]byte, id [16]byte) string {
+	return "t/" + hex.EncodeToString(tenant[:]) + "/s/" + hex.EncodeToString(id[:])
+}
+
+func (t *Tenant) openSnapshot(rec index.SnapshotRec) (*Snapshot, error) {
+	r := &record{Kind: recSnapshot, Version: rec.Version, Body: rec.Sealed}
+	body, err := openRecord(&t.keys.meta, r, t.id, snapshotRecordName(t.id, rec.ID))
+	if err != nil {
+		return nil, fmt.Errorf("%w: snapshot %x: %v", ErrDamage, rec.ID[:4], err)
+	}
+	var s Snapshot
+	if err := json.Unmarshal(body, &s); err != nil {
+		return nil, fmt.Errorf("%w: snapshot %x is unreadable", ErrCorrupt, rec.ID[:4])
+	}
+	s.ID = hex.EncodeToString(rec.ID[:])
+	return &s, nil
+}
+
+// commitSnapshot records a snapshot: sealed record durable on the drives
+// first, then the index. Everything it references is indexed before this is
+// called.
+func (t *Tenant) commitSnapshot(ctx context.Context, s *Snapshot) error {
+	var id [16]byte
+	randomBytes(id[:])
+	s.ID = ""
+	body, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	name := snapshotRecordName(t.id, id)
+	rec := sealRecord(&t.keys.meta, recSnapshot, 0, 1, t.id, name, body)
+	if err := t.e.repo.PutRecord(ctx, name, rec); err != nil {
+		return fmt.Errorf("write snapshot record to drives: %w", err)
+	}
+	b := t.e.db.NewBatch()
+	defer b.Close()
+	b.PutSnapshot(t.id, index.SnapshotRec{ID: id, Version: 1, Sealed: rec[recHeaderLen:]})
+	if err := b.Commit(); err != nil {
+		return fmt.Errorf("index snapshot: %w", err)
+	}
+	s.ID = hex.EncodeToString(id[:])
+	return nil
+}
+
+// Snapshots lists the tenant's snapshots, oldest first.
+func (t *Tenant) Snapshots(ctx context.Context) ([]*Snapshot, error) {
+	var out []*Snapshot
+	err := t.e.db.Snapshots(t.id, func(rec index.SnapshotRec) error {
+		s, err := t.openSnapshot(rec)
+		if err != nil {
+			return err
+		}
+		out = append(out, s)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Time.Equal(out[j].Time) {
+			return out[i].Time.Before(out[j].Time)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// FindSnapshot resolves a snapshot reference: a full ID, a unique prefix of
+// at least 8 hex digits, or "latest".
+func (t *Tenant) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) {
+	all, err := t.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ref == "latest" {
+		if len(all) == 0 {
+			return nil, fmt.Errorf("%w: tenant %q has no snapshots", ErrSnapshotNotFound, t.name)
+		}
+		return all[len(all)-1], nil
+	}
+	ref = strings.ToLower(ref)
+	if len(ref) < 8 {
+		return nil, invalidf("snapshot %q: give a full ID, a prefix of at least 8 hex digits, or latest", ref)
+	}
+	var found *Snapshot
+	for _, s := range all {
+		if strings.HasPrefix(s.ID, ref) {
+			if found != nil {
+				return nil, fmt.Errorf("%w: %q matches %s and %s", ErrAmbiguous, ref, found.ID[:8], s.ID[:8])
+			}
+			found = s
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%w: %q (see coffer snapshots)", ErrSnapshotNotFound, ref)
+	}
+	return found, nil
+}
+
+// sameStrings reports whether a and b hold the same strings in any order.
+func sameStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	x := append([]string(nil), a...)
+	y := append([]string(nil), b...)
+	sort.Strings(x)
+	sort.Strings(y)
+	for i := range x {
+		if x[i] != y[i] {
+			return false
+		}
+	}
+	return true
+}

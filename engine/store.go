@@ -1,0 +1,164 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"coffer/index"
+	"coffer/repo"
+)
+
+// pendingPack is a full pack waiting to be written.
+type pendingPack struct {
+	data  []byte
+	blobs []packBlob
+}
+
+// packer gathers sealed blobs of one tenant and one blob type into packs.
+// Data and tree blobs go to separate packs, so reading trees (ls, incremental
+// backups) touches few packs. It is safe for concurrent use.
+type packer struct {
+	size int
+	mu   sync.Mutex // guards cur
+	cur  pendingPack
+}
+
+// add appends a sealed blob and returns a full pack to write, or nil.
+func (p *packer) add(t BlobType, id [32]byte, sealed []byte, raw int) *pendingPack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur.data == nil {
+		p.cur.data = make([]byte, 0, p.size+p.size/8)
+	}
+	p.cur.blobs = append(p.cur.blobs, packBlob{Type: t, ID: id, Offset: uint32(len(p.cur.data)), Length: uint32(len(sealed)), Raw: uint32(raw)})
+	p.cur.data = append(p.cur.data, sealed...)
+	if len(p.cur.data) < p.size {
+		return nil
+	}
+	full := p.cur
+	p.cur = pendingPack{}
+	return &full
+}
+
+// take returns the partly filled pack, or nil if it is empty.
+func (p *packer) take() *pendingPack {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.cur.blobs) == 0 {
+		return nil
+	}
+	full := p.cur
+	p.cur = pendingPack{}
+	return &full
+}
+
+// writePack stores a pack and then indexes it. Write order (docs/design.md):
+// all k+m shards durable on their drives, then one synced index batch with
+// the pack record and every blob location. A crash in between leaves
+// unindexed shards that check reports as orphans and scrub --repair removes.
+func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (int64, error) {
+	e := t.e
+	var id repo.PackID
+	randomBytes(id[:])
+	enc, err := repo.Encode(e.cfg.K, e.cfg.M, pp.data)
+	if err != nil {
+		return 0, fmt.Errorf("encode pack: %w", err)
+	}
+	hdr := &packHeader{
+		Tenant: t.id, Pack: id, K: e.cfg.K, M: e.cfg.M, BlockSize: uint32(e.cfg.BlockSize),
+		DataLen: uint64(enc.DataLen), ShardLen: uint64(enc.ShardLen), Blobs: pp.blobs,
+	}
+	for _, h := range enc.Hashes {
+		hdr.Hashes = append(hdr.Hashes, h)
+	}
+	trailer := sealRaw(&t.keys.meta, headerAD(t.id, id), compress(hdr.encode()))
+	info, err := e.repo.WritePack(ctx, t.container(), id, enc, trailer)
+	if err != nil {
+		return 0, fmt.Errorf("write pack: %w", err)
+	}
+	rec := index.PackRec{
+		ID: index.PackID(id), K: uint8(info.K), M: uint8(info.M), BlockSize: uint32(info.BlockSize),
+		DataLen: uint64(info.DataLen), ShardLen: uint64(info.ShardLen), Blobs: uint32(len(pp.blobs)),
+		Created: e.now().Unix(),
+	}
+	for i := range info.Drives {
+		rec.Drives = append(rec.Drives, index.DriveID(info.Drives[i]))
+		rec.Hashes = append(rec.Hashes, index.Hash(info.Hashes[i]))
+	}
+	b := e.db.NewBatch()
+	defer b.Close()
+	b.PutPack(t.id, rec)
+	for _, bl := range pp.blobs {
+		b.PutBlob(t.id, bl.ID, index.BlobLoc{Pack: rec.ID, Type: index.BlobType(bl.Type), Offset: bl.Offset, Length: bl.Length, RawLength: bl.Raw})
+	}
+	if err := b.Commit(); err != nil {
+		return 0, fmt.Errorf("index pack %s: %w", id, err)
+	}
+	return int64(info.ShardLen) * int64(info.K+info.M), nil
+}
+
+func packInfo(container string, rec index.PackRec) repo.PackInfo {
+	p := repo.PackInfo{
+		ID: repo.PackID(rec.ID), Container: container, K: int(rec.K), M: int(rec.M), BlockSize: int(rec.BlockSize),
+		DataLen: int64(rec.DataLen), ShardLen: int64(rec.ShardLen),
+	}
+	for i := range rec.Drives {
+		p.Drives = append(p.Drives, repo.DriveID(rec.Drives[i]))
+		p.Hashes = append(p.Hashes, repo.Hash(rec.Hashes[i]))
+	}
+	return p
+}
+
+// readBlob reads, authenticates, decompresses and verifies one blob: its
+// plaintext must hash to id under the tenant's ID key. Damaged shards are
+// routed around by repo (reconstruction); the caller sees only good bytes.
+func (t *Tenant) readBlob(ctx context.Context, typ BlobType, id [32]byte) ([]byte, error) {
+	loc, ok, err := t.e.db.Blob(t.id, id)
+	if err != nil {
+		return nil, fmt.Errorf("look up %s blob %x: %w", typ, id[:8], err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: %s blob %x is not in the index", ErrDamage, typ, id[:8])
+	}
+	if BlobType(loc.Type) != typ {
+		return nil, fmt.Errorf("%w: blob %x is a %s blob, expected %s", ErrDamage, id[:8], BlobType(loc.Type), typ)
+	}
+	rec, err := t.e.db.Pack(t.id, loc.Pack)
+	if err != nil {
+		return nil, fmt.Errorf("%w: pack %s of blob %x: %v", ErrDamage, loc.Pack, id[:8], err)
+	}
+	return t.readBlobAt(ctx, packInfo(t.container(), rec), typ, id, loc)
+}
+
+func (t *Tenant) readBlobAt(ctx context.Context, p repo.PackInfo, typ BlobType, id [32]byte, loc index.BlobLoc) ([]byte, error) {
+	var plain []byte
+	verify := func(sealed []byte) error {
+		b, err := openBlob(t.sealKey(typ), t.id, typ, id, sealed, int(loc.RawLength))
+		if err != nil {
+			return err
+		}
+		if t.keys.ids.Sum(b) != id {
+			return fmt.Errorf("%w: content ID mismatch", ErrAuth)
+		}
+		plain = b
+		return nil
+	}
+	if _, err := t.e.repo.ReadRange(ctx, p, int64(loc.Offset), int64(loc.Length), verify); err != nil {
+		if errors.Is(err, repo.ErrTooFewShards) {
+			return nil, fmt.Errorf("%w: %s blob %x: %v", ErrDamage, typ, id[:8], err)
+		}
+		return nil, fmt.Errorf("read %s blob %x from pack %s: %w", typ, id[:8], p.ID, err)
+	}
+	return plain, nil
+}
+
+// sealKey returns the key that seals blobs of type t: data blobs under the
+// data key, trees under the metadata key.
+func (t *Tenant) sealKey(typ BlobType) *[KeySize]byte {
+	if typ == TreeBlob {
+		return &t.keys.meta
+	}
+	return &t.keys.data
+}
