@@ -121,6 +121,13 @@ func Open(dir string, opts Options) (*DB, error) {
 		}
 		dir = abs
 	}
+	if opts.ReadOnly || opts.MustExist {
+		// Pebble's own report of a missing directory in read-only mode
+		// drops the cause, so look first.
+		if _, err := opts.FS.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open index %s: %w", dir, ErrNotExist)
+		}
+	}
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref() // pebble holds its own reference while open
 	po := &pebble.Options{
@@ -139,13 +146,13 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	pdb, err := pebble.Open(dir, po)
 	if err != nil {
-		return nil, classifyOpenErr(dir, opts, err)
+		return nil, classifyOpenErr(dir, err)
 	}
 	return &DB{db: pdb, readOnly: opts.ReadOnly}, nil
 }
 
 // classifyOpenErr maps pebble's Open errors onto this package's sentinels.
-func classifyOpenErr(dir string, opts Options, err error) error {
+func classifyOpenErr(dir string, err error) error {
 	// Pebble takes an fcntl(F_SETLK) write lock on dir/LOCK. Held by another
 	// process, it fails with a bare EAGAIN or EACCES (MemFS mimics EAGAIN).
 	// Within one process fcntl locks do not conflict, so pebble keeps its own
@@ -160,7 +167,7 @@ func classifyOpenErr(dir string, opts Options, err error) error {
 	if strings.Contains(err.Error(), "lock held by current process") {
 		return fmt.Errorf("open index %s: %w (held by this process)", dir, ErrLocked)
 	}
-	if errors.Is(err, pebble.ErrDBDoesNotExist) || ((opts.ReadOnly || opts.MustExist) && errors.Is(err, fs.ErrNotExist)) {
+	if errors.Is(err, pebble.ErrDBDoesNotExist) {
 		return fmt.Errorf("open index %s: %w", dir, ErrNotExist)
 	}
 	return fmt.Errorf("open index %s: %w", dir, wrapPebble(err))

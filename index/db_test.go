@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"reflect"
 	"slices"
 	"testing"
@@ -154,14 +155,14 @@ func fillTenants(t *testing.T, db *DB) {
 				id[0] = byte(rng.IntN(256))
 				b.PutBlob(tn, id, BlobLoc{Offset: uint32(i), Length: uint32(j)})
 			}
-			for _, j := range rng.Perm(3) {
-				id := packID(byte(rng.IntN(256)))
+			for _, seed := range rng.Perm(256)[:3] {
+				id := packID(byte(seed))
 				p := samplePack(id, 2, 1)
 				p.Blobs = uint32(i)
 				b.PutPack(tn, p)
 			}
-			for _, j := range rng.Perm(4) {
-				id := snapID(byte(rng.IntN(256)))
+			for j, seed := range rng.Perm(256)[:4] {
+				id := snapID(byte(seed))
 				b.PutSnapshot(tn, SnapshotRec{ID: id, Version: uint64(i), Sealed: []byte{byte(j)}})
 			}
 		}
@@ -509,6 +510,14 @@ func TestReadOnlyAndMustExist(t *testing.T) {
 	}
 	if _, err := Open(dir, Options{MustExist: true}); !errors.Is(err, ErrNotExist) {
 		t.Fatalf("MustExist on missing dir = %v, want ErrNotExist", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []Options{{ReadOnly: true}, {MustExist: true}} {
+		if _, err := Open(dir, o); !errors.Is(err, ErrNotExist) {
+			t.Fatalf("%+v on empty dir = %v, want ErrNotExist", o, err)
+		}
 	}
 	db, err := Open(dir, Options{})
 	if err != nil {

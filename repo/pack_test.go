@@ -219,13 +219,12 @@ func TestReadRangeTooFewShards(t *testing.T) {
 }
 
 func TestReadRangeFailedMembers(t *testing.T) {
-	td := newDrives(t, 6, 3, false)
+	td := newDrives(t, 8, 3, false)
 	r := newRepo(t, td, smallOpts)
 	data := randBytes(5, 10*bs)
 	p := writePack(t, r, packID(5), data, nil)
-	// Mark the drives of shards 1 and 4 failed (7th drive keeps New happy).
-	extra := newDrives(t, 7, 3, false).members[6]
-	members := append(r.Members(), extra)
+	// Mark the drives of shards 1 and 4 failed; 6 drives stay in service.
+	members := r.Members()
 	for i := range members {
 		if members[i].ID == p.Drives[1] || members[i].ID == p.Drives[4] {
 			members[i].Failed = true
@@ -452,18 +451,18 @@ func TestRewriteShard(t *testing.T) {
 			spare = m.ID
 		}
 	}
-	for _, i := range []int{0, 5} {
-		damages[0].apply(t, td, p, i)
-	}
+	damages[0].apply(t, td, p, 0)
 	tamper(t, td, p, 2) // a source that passes CRCs but not its hash must be skipped
-	// Shard 0 to the spare drive, copying the trailer; shard 5 in place.
+	// Shard 0 to the spare drive, copying the trailer.
 	if err := r.RewriteShard(ctx, p, 0, spare, nil); err != nil {
 		t.Fatalf("RewriteShard(0): %v", err)
 	}
+	p.Drives[0] = spare
+	// Shard 5 in place, with the trailer given.
+	damages[0].apply(t, td, p, 5)
 	if err := r.RewriteShard(ctx, p, 5, p.Drives[5], []byte("the trailer")); err != nil {
 		t.Fatalf("RewriteShard(5): %v", err)
 	}
-	p.Drives[0] = spare
 	for _, i := range []int{0, 5} {
 		if err := r.VerifyShard(ctx, p, i); err != nil {
 			t.Errorf("VerifyShard(%d) after rewrite: %v", i, err)
@@ -473,15 +472,18 @@ func TestRewriteShard(t *testing.T) {
 			t.Errorf("shard %d trailer %q, header %+v, %v", i, tr, h, err)
 		}
 	}
+	// The tampered shard 2 is repaired in place too; then plain reads are right.
+	if err := r.RewriteShard(ctx, p, 2, p.Drives[2], nil); err != nil {
+		t.Fatalf("RewriteShard(2): %v", err)
+	}
 	checkRead(t, r, p, data, nil)
-	// With 0, 5 repaired, 2 tampered: losing two more leaves three good shards.
-	damages[0].apply(t, td, p, 1)
-	damages[0].apply(t, td, p, 3)
+	// Losing three shards leaves too few to rebuild a fourth.
+	for _, i := range []int{1, 3, 4} {
+		damages[0].apply(t, td, p, i)
+	}
 	if err := r.RewriteShard(ctx, p, 1, p.Drives[1], nil); !errors.Is(err, repo.ErrTooFewShards) {
 		t.Errorf("RewriteShard with too few good shards = %v", err)
 	}
-	failed := td.members[0]
-	failed.Failed = true
 	if err := r.RewriteShard(ctx, p, 1, repo.DriveID{0xff}, nil); err == nil {
 		t.Error("RewriteShard to an unknown drive succeeded")
 	}

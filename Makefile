@@ -1,0 +1,40 @@
+# Coffer: common tasks. Needs only Go (and python3 for `make compare`).
+GO       ?= go
+BIN      := bin/coffer
+PKGS     := ./...
+
+.PHONY: all build test test-full race lint fuzz bench compare demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/coffer
+
+# The test command (README, .ci/run): vet, the whole suite, and the race
+# detector over the concurrent packages.
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 $(PKGS)
+	$(GO) test -count=1 -race -short ./engine/ ./repo/... ./index/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# Each fuzz target for a short while (FUZZTIME=1m make fuzz for longer).
+FUZZTIME ?= 10s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list 'Fuzz.*' $$pkg | grep ^Fuzz); do \
+	    echo "== $$pkg $$f"; $(GO) test -run XXX -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run XXX -bench . -benchmem $(PKGS)
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -rf bin
