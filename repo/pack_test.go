@@ -128,6 +128,12 @@ type damage struct {
 	apply func(t *testing.T, td *testDrives, p repo.PackInfo, i int)
 }
 
+// onDisk reports whether a damage edits files (so needs DirDrives); the others
+// act through the Faulty wrapper and run on in-memory drives.
+func (d damage) onDisk() bool {
+	return d.name == "deleted" || strings.HasPrefix(d.name, "flipped") || d.name == "truncated"
+}
+
 var damages = []damage{
 	{"deleted", func(t *testing.T, td *testDrives, p repo.PackInfo, i int) {
 		if err := os.Remove(td.shardPath(p, i)); err != nil {
@@ -174,7 +180,7 @@ func TestReadRangeSurvivesMBadShards(t *testing.T) {
 	for _, dmg := range damages {
 		for _, set := range sets {
 			t.Run(fmt.Sprintf("%s/%v", dmg.name, set), func(t *testing.T) {
-				td := newDrives(t, 6, 3, true)
+				td := newDrives(t, 6, 3, dmg.onDisk())
 				r := newRepo(t, td, smallOpts)
 				p := writePack(t, r, packID(3), data, nil)
 				// Warm the header cache first for half the cases, so that damage
@@ -195,7 +201,7 @@ func TestReadRangeTooFewShards(t *testing.T) {
 	data := randBytes(4, 3*bs*4)
 	for _, dmg := range damages {
 		t.Run(dmg.name, func(t *testing.T) {
-			td := newDrives(t, 6, 3, true)
+			td := newDrives(t, 6, 3, dmg.onDisk())
 			r := newRepo(t, td, smallOpts)
 			p := writePack(t, r, packID(4), data, nil)
 			for _, i := range []int{0, 3, 5} {
