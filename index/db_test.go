@@ -554,3 +554,62 @@ func TestOptionsValidate(t *testing.T) {
 		t.Fatalf("defaults %+v invalid", o)
 	}
 }
+
+// TestConcurrentUse runs writers and readers at once; with -race it checks
+// that the DB is safe for concurrent use and that a reader never sees part
+// of a batch.
+func TestConcurrentUse(t *testing.T) {
+	db := openTest(t)
+	const writers, batches, perBatch = 3, 20, 10
+	done := make(chan error, writers+1)
+	for w := range writers {
+		go func() {
+			tn := tenantID(byte(w))
+			for i := range batches {
+				b := db.NewBatch()
+				for j := range perBatch {
+					b.PutBlob(tn, blobID(byte(i*perBatch+j)), BlobLoc{Offset: uint32(i)})
+				}
+				err := b.Commit()
+				_ = b.Close()
+				if err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	go func() {
+		for range 50 {
+			for w := range writers {
+				n := 0
+				if err := db.Blobs(tenantID(byte(w)), func(BlobID, BlobLoc) error { n++; return nil }); err != nil {
+					done <- err
+					return
+				}
+				if n%perBatch != 0 {
+					done <- fmt.Errorf("tenant %d: saw %d blobs, not a whole number of batches", w, n)
+					return
+				}
+				if _, _, err := db.Blob(tenantID(byte(w)), blobID(0)); err != nil {
+					done <- err
+					return
+				}
+			}
+		}
+		done <- nil
+	}()
+	for range writers + 1 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for w := range writers {
+		n := 0
+		_ = db.Blobs(tenantID(byte(w)), func(BlobID, BlobLoc) error { n++; return nil })
+		if n != batches*perBatch {
+			t.Errorf("tenant %d: %d blobs, want %d", w, n, batches*perBatch)
+		}
+	}
+}

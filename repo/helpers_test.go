@@ -89,16 +89,43 @@ func (td *testDrives) shardPath(p repo.PackInfo, i int) string {
 	return filepath.Join(td.dirs[p.Drives[i]], filepath.FromSlash(repo.ShardName(p.Container, p.ID, i)))
 }
 
-// flipOnDisk flips the byte at offset off of shard i's file.
-func (td *testDrives) flipOnDisk(t testing.TB, p repo.PackInfo, i int, off int64) {
+// object returns shard i's file, read through the drive under the Faulty wrapper.
+func (td *testDrives) object(t testing.TB, p repo.PackInfo, i int) (repo.Drive, string, []byte) {
 	t.Helper()
-	path := td.shardPath(p, i)
-	b, err := os.ReadFile(path)
+	ctx := context.Background()
+	d := td.faulty[p.Drives[i]].Inner()
+	name := repo.ShardName(p.Container, p.ID, i)
+	size, err := d.Size(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b[off] ^= 0x40
-	if err := os.WriteFile(path, b, 0o600); err != nil {
+	b := make([]byte, size)
+	if err := d.ReadAt(ctx, name, b, 0); err != nil {
 		t.Fatal(err)
 	}
+	return d, name, b
+}
+
+// edit replaces shard i's file by what change makes of it (on whichever drive).
+func (td *testDrives) edit(t testing.TB, p repo.PackInfo, i int, change func([]byte) []byte) {
+	t.Helper()
+	d, name, b := td.object(t, p, i)
+	if err := d.Put(context.Background(), name, change(b)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// remove deletes shard i's file.
+func (td *testDrives) remove(t testing.TB, p repo.PackInfo, i int) {
+	t.Helper()
+	d := td.faulty[p.Drives[i]].Inner()
+	if err := d.Delete(context.Background(), repo.ShardName(p.Container, p.ID, i)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flip flips the byte at offset off of shard i's file.
+func (td *testDrives) flip(t testing.TB, p repo.PackInfo, i int, off int64) {
+	t.Helper()
+	td.edit(t, p, i, func(b []byte) []byte { b[off] ^= 0x40; return b })
 }

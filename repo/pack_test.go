@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/zeebo/blake3"
@@ -128,33 +130,22 @@ type damage struct {
 	apply func(t *testing.T, td *testDrives, p repo.PackInfo, i int)
 }
 
-// onDisk reports whether a damage edits files (so needs DirDrives); the others
-// act through the Faulty wrapper and run on in-memory drives.
-func (d damage) onDisk() bool {
-	return d.name == "deleted" || strings.HasPrefix(d.name, "flipped") || d.name == "truncated"
-}
-
 var damages = []damage{
-	{"deleted", func(t *testing.T, td *testDrives, p repo.PackInfo, i int) {
-		if err := os.Remove(td.shardPath(p, i)); err != nil {
-			t.Fatal(err)
-		}
-	}},
+	{"deleted", func(t *testing.T, td *testDrives, p repo.PackInfo, i int) { td.remove(t, p, i) }},
 	{"flipped data", func(t *testing.T, td *testDrives, p repo.PackInfo, i int) {
-		h := p.ShardLen
-		hdr := repo.ShardHeader{K: p.K, M: p.M, BlockSize: p.BlockSize, DataLen: p.DataLen, ShardLen: h}
-		// one byte in every block, so any range read sees it
-		for off := int64(0); off < h; off += bs {
-			td.flipOnDisk(t, p, i, hdr.DataOffset()+off+min(7, h-off-1))
-		}
+		hdr := repo.ShardHeader{K: p.K, M: p.M, BlockSize: p.BlockSize, DataLen: p.DataLen, ShardLen: p.ShardLen}
+		td.edit(t, p, i, func(b []byte) []byte {
+			// one byte in every block, so any range read sees it
+			for off := int64(0); off < p.ShardLen; off += bs {
+				b[hdr.DataOffset()+off+min(7, p.ShardLen-off-1)] ^= 0x40
+			}
+			return b
+		})
 	}},
-	{"flipped header", func(t *testing.T, td *testDrives, p repo.PackInfo, i int) {
-		td.flipOnDisk(t, p, i, 30)
-	}},
+	{"flipped header", func(t *testing.T, td *testDrives, p repo.PackInfo, i int) { td.flip(t, p, i, 30) }},
+	{"flipped block table", func(t *testing.T, td *testDrives, p repo.PackInfo, i int) { td.flip(t, p, i, 53) }},
 	{"truncated", func(t *testing.T, td *testDrives, p repo.PackInfo, i int) {
-		if err := os.Truncate(td.shardPath(p, i), 40); err != nil {
-			t.Fatal(err)
-		}
+		td.edit(t, p, i, func(b []byte) []byte { return b[:40] })
 	}},
 	{"corrupt reads", func(t *testing.T, td *testDrives, p repo.PackInfo, i int) {
 		td.faulty[p.Drives[i]].Add(drivetest.Rule{Op: drivetest.OpRead, Name: fmt.Sprintf(".%d", i), Action: drivetest.Corrupt})
@@ -167,8 +158,10 @@ var damages = []damage{
 	}},
 }
 
+// TestReadRangeSurvivesMBadShards damages every set of one or two shards (M=2)
+// in every way, on in-memory drives, and a sample of sets on folder drives.
 func TestReadRangeSurvivesMBadShards(t *testing.T) {
-	l := 5*bs*4 + 1234 // S = 5 blocks + a bit
+	l := 5*bs*4 + 1234 // S = 5 blocks and a bit
 	data := randBytes(3, l)
 	var sets [][]int
 	for a := range 6 {
@@ -177,22 +170,28 @@ func TestReadRangeSurvivesMBadShards(t *testing.T) {
 			sets = append(sets, []int{a, b})
 		}
 	}
-	for _, dmg := range damages {
-		for _, set := range sets {
-			t.Run(fmt.Sprintf("%s/%v", dmg.name, set), func(t *testing.T) {
-				td := newDrives(t, 6, 3, dmg.onDisk())
-				r := newRepo(t, td, smallOpts)
-				p := writePack(t, r, packID(3), data, nil)
-				// Warm the header cache first for half the cases, so that damage
-				// after caching is caught too.
-				if set[0]%2 == 0 {
+	diskSets := [][]int{{0}, {5}, {0, 1}, {2, 4}, {3, 5}}
+	for _, onDisk := range []bool{false, true} {
+		for _, dmg := range damages {
+			for _, set := range sets {
+				if onDisk && !slices.ContainsFunc(diskSets, func(s []int) bool { return slices.Equal(s, set) }) {
+					continue
+				}
+				t.Run(fmt.Sprintf("disk=%v/%s/%v", onDisk, dmg.name, set), func(t *testing.T) {
+					td := newDrives(t, 6, 3, onDisk)
+					r := newRepo(t, td, smallOpts)
+					p := writePack(t, r, packID(3), data, nil)
+					// Warm the header cache first for half the cases, so that
+					// damage after caching is caught too.
+					if set[0]%2 == 0 {
+						checkRead(t, r, p, data, nil)
+					}
+					for _, i := range set {
+						dmg.apply(t, td, p, i)
+					}
 					checkRead(t, r, p, data, nil)
-				}
-				for _, i := range set {
-					dmg.apply(t, td, p, i)
-				}
-				checkRead(t, r, p, data, nil)
-			})
+				})
+			}
 		}
 	}
 }
@@ -201,7 +200,7 @@ func TestReadRangeTooFewShards(t *testing.T) {
 	data := randBytes(4, 3*bs*4)
 	for _, dmg := range damages {
 		t.Run(dmg.name, func(t *testing.T) {
-			td := newDrives(t, 6, 3, dmg.onDisk())
+			td := newDrives(t, 6, 3, false)
 			r := newRepo(t, td, smallOpts)
 			p := writePack(t, r, packID(4), data, nil)
 			for _, i := range []int{0, 3, 5} {
@@ -248,26 +247,21 @@ func TestReadRangeFailedMembers(t *testing.T) {
 // caller's verify) can tell.
 func tamper(t *testing.T, td *testDrives, p repo.PackInfo, i int) {
 	t.Helper()
-	path := td.shardPath(p, i)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, _, err := repo.DecodeShardHeader(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := bytes.Clone(b[h.DataOffset():h.TrailerOffset()])
-	for j := range data {
-		data[j] ^= 0x5a
-	}
-	f, err := repo.EncodeShardFile(h, data, b[h.TrailerOffset():])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, f, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	td.edit(t, p, i, func(b []byte) []byte {
+		h, _, err := repo.DecodeShardHeader(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := bytes.Clone(b[h.DataOffset():h.TrailerOffset()])
+		for j := range data {
+			data[j] ^= 0x5a
+		}
+		f, err := repo.EncodeShardFile(h, data, b[h.TrailerOffset():])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	})
 }
 
 func TestReadRangeTamperedShard(t *testing.T) {
@@ -526,7 +520,7 @@ func TestTrailers(t *testing.T) {
 	// Shard 0 gone, shard 1's trailer damaged: ReadTrailerVerified skips both.
 	damages[0].apply(t, td, p, 0)
 	hdr := repo.ShardHeader{K: 4, M: 2, BlockSize: bs, DataLen: p.DataLen, ShardLen: p.ShardLen}
-	td.flipOnDisk(t, p, 1, hdr.TrailerOffset()+2)
+	td.flip(t, p, 1, hdr.TrailerOffset()+2)
 	tr, err = r.ReadTrailerVerified(ctx, p, func(b []byte) error {
 		if string(b) != "sealed pack header" {
 			return errors.New("bad seal")
@@ -638,5 +632,47 @@ func TestShardNames(t *testing.T) {
 		if _, _, _, ok := repo.ParseShardName(bad); ok {
 			t.Errorf("ParseShardName(%s) accepted", bad)
 		}
+	}
+}
+
+func TestReadRangeConcurrent(t *testing.T) {
+	td := newDrives(t, 6, 3, false)
+	r := newRepo(t, td, smallOpts)
+	data := randBytes(14, 24*bs+11)
+	p := writePack(t, r, packID(15), data, nil)
+	td.faulty[p.Drives[1]].Add(drivetest.Rule{Op: drivetest.OpRead, Skip: 3, Action: drivetest.Corrupt})
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 16 {
+		wg.Go(func() {
+			for j := range 20 {
+				off := int64((g*7919 + j*104729) % (len(data) - 5000))
+				got, err := r.ReadRange(context.Background(), p, off, 5000, nil)
+				if err != nil || !bytes.Equal(got, data[off:off+5000]) {
+					errs <- fmt.Errorf("goroutine %d read %d at %d: %v", g, j, off, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestReadRangeCancelled(t *testing.T) {
+	td := newDrives(t, 6, 3, false)
+	r := newRepo(t, td, smallOpts)
+	p := writePack(t, r, packID(16), randBytes(15, 4*bs), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.ReadRange(ctx, p, 0, 100, nil); !errors.Is(err, context.Canceled) || errors.Is(err, repo.ErrTooFewShards) {
+		t.Errorf("ReadRange with a cancelled context = %v, want context.Canceled only", err)
+	}
+	enc, _ := r.Encode([]byte("x"))
+	if _, err := r.WritePack(ctx, testContainer, packID(17), enc, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("WritePack with a cancelled context = %v", err)
 	}
 }

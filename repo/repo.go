@@ -29,6 +29,7 @@ type Options struct {
 	BlockSize int // bytes per checksummed block of a shard; default 65536
 }
 
+// Defaults for Options.K and Options.M.
 const (
 	DefaultK = 4
 	DefaultM = 2
@@ -81,8 +82,8 @@ type Repo struct {
 	headers *headerCache        // shard headers and block tables recently read
 }
 
-// New returns a Repo over members. It needs at least K+M members that are not
-// Failed, distinct drive IDs, a valid rack label on each member and a Drive on each
+// New returns a Repo over members. It needs at least K members that are not
+// Failed (enough to read; Place and WritePack need K+M), distinct drive IDs, a valid rack label on each member and a Drive on each
 // one in service.
 func New(members []Member, opts Options) (*Repo, error) {
 	if err := opts.Validate(); err != nil {
@@ -112,9 +113,11 @@ func New(members []Member, opts Options) (*Repo, error) {
 		}
 		r.usable = append(r.usable, m)
 	}
-	if len(r.usable) < opts.K+opts.M {
-		return nil, fmt.Errorf("%w: %d drives in service, K+M = %d needs at least that many",
-			ErrTooFewDrives, len(r.usable), opts.K+opts.M)
+	// Reading needs K drives; writing a pack needs K+M (Place says so). A
+	// repository with lost drives must still open so that it can be read.
+	if len(r.usable) < opts.K {
+		return nil, fmt.Errorf("%w: %d drives in service, reading needs at least K = %d",
+			ErrTooFewDrives, len(r.usable), opts.K)
 	}
 	return r, nil
 }

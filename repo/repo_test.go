@@ -44,13 +44,24 @@ func TestOptionsValidate(t *testing.T) {
 
 func TestNew(t *testing.T) {
 	td := newDrives(t, 6, 3, false)
-	if _, err := repo.New(td.members[:5], repo.Options{}); !errors.Is(err, repo.ErrTooFewDrives) {
-		t.Errorf("5 drives for K+M=6: %v", err)
+	if _, err := repo.New(td.members[:3], repo.Options{}); !errors.Is(err, repo.ErrTooFewDrives) {
+		t.Errorf("3 drives for K=4: %v", err)
 	}
+	// With fewer than K+M drives in service the repository opens for reading,
+	// but no pack can be placed.
 	ms := slices.Clone(td.members)
 	ms[0].Failed = true
+	ms[1].Failed = true
+	degraded, err := repo.New(ms, repo.Options{})
+	if err != nil {
+		t.Fatalf("6 drives, two failed: %v", err)
+	}
+	if _, err := degraded.Place(repo.PackID{1}); !errors.Is(err, repo.ErrTooFewDrives) {
+		t.Errorf("Place with 4 of 6 drives: %v", err)
+	}
+	ms[2].Failed = true
 	if _, err := repo.New(ms, repo.Options{}); !errors.Is(err, repo.ErrTooFewDrives) {
-		t.Errorf("6 drives, one failed: %v", err)
+		t.Errorf("6 drives, three failed: %v", err)
 	}
 	ms = append(slices.Clone(td.members), td.members[0])
 	if _, err := repo.New(ms, repo.Options{}); err == nil {

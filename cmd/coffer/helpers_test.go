@@ -262,3 +262,8 @@ func decodeJSON(t testing.TB, r result, v any) {
 		t.Fatalf("stdout holds more than one JSON value:\n%s", r)
 	}
 }
+
+// cat returns a new slice: a followed by b (never aliasing a).
+func cat(a []string, b ...string) []string {
+	return append(append([]string(nil), a...), b...)
+}
