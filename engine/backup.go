@@ -37,7 +37,7 @@ type BackupOptions struct {
 type Progress struct {
 	TotalFiles atomic.Int64 // found by the scan so far
 	TotalBytes atomic.Int64
-	ScanDone   atomic.Bool // totals are final
+	ScanDone   atomic.Bool  // totals are final
 	Files      atomic.Int64 // processed
 	Bytes      atomic.Int64
 	Errors     atomic.Int64

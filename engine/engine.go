@@ -71,8 +71,8 @@ func (c *config) repoID() [16]byte {
 }
 
 // paths of a repository folder.
-func indexDir(dir string) string      { return filepath.Join(dir, "index") }
-func lockPath(dir string) string      { return filepath.Join(dir, "lock") }
+func indexDir(dir string) string       { return filepath.Join(dir, "index") }
+func lockPath(dir string) string       { return filepath.Join(dir, "lock") }
 func defaultKeyFile(dir string) string { return filepath.Join(dir, "master.key") }
 
 // indexExists reports whether dir holds a pebble database (a manifest).
@@ -321,7 +321,7 @@ func (e *Engine) openDrives() (*repo.Repo, error) {
 		drv, err := e.openDrive(ctx, d, id)
 		if err != nil {
 			if !m.Failed {
-				e.opts.warnf("drive %s (rack %s) at %s is unavailable: %v", d.ID, d.Rack, d.Path, err)
+				e.opts.warnf("drive %s (rack %s) is unavailable, reads reconstruct from the other drives: %s", d.ID, d.Rack, strings.TrimPrefix(err.Error(), "repo: "))
 			}
 			m.Failed = true
 			m.Drive = unavailableDrive{err: err}
