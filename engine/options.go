@@ -59,8 +59,8 @@ func (o *InitOptions) Validate() error {
 	if o.DataShards < 1 || o.DataShards > 32 {
 		return invalidf("data shards %d outside 1..32", o.DataShards)
 	}
-	if o.ParityShards < 0 || o.ParityShards > 16 {
-		return invalidf("parity shards %d outside 0..16", o.ParityShards)
+	if o.ParityShards < 1 || o.ParityShards > 16 {
+		return invalidf("parity shards %d outside 1..16", o.ParityShards)
 	}
 	if o.PackSize < minPackSize || o.PackSize > maxPackSize {
 		return invalidf("pack size %d outside %d..%d bytes", o.PackSize, minPackSize, maxPackSize)

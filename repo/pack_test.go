@@ -332,15 +332,34 @@ func TestWritePackFailure(t *testing.T) {
 		t.Run(fmt.Sprint(act), func(t *testing.T) {
 			td := newDrives(t, 6, 3, false)
 			r := newRepo(t, td, smallOpts)
-			bad := td.members[2].ID
+			bad, bad2 := td.members[2].ID, td.members[4].ID
 			td.faulty[bad].Add(drivetest.Rule{Op: drivetest.OpPut, Action: act})
-			enc, err := r.Encode(randBytes(7, 5*bs))
+			data := randBytes(7, 5*bs)
+			enc, err := r.Encode(data)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = r.WritePack(context.Background(), testContainer, packID(8), enc, nil)
-			if err == nil || !strings.Contains(err.Error(), bad.String()) {
-				t.Fatalf("WritePack = %v, want an error naming drive %s", err, bad)
+			// One failing drive: the write quorum K+1 = 5 is met; the pack is
+			// degraded, its lost shard recorded with a zero drive ID.
+			p, err := r.WritePack(context.Background(), testContainer, packID(8), enc, nil)
+			if err != nil {
+				t.Fatalf("WritePack with one failing drive: %v", err)
+			}
+			if d := r.Degraded(p); len(d) != 1 || p.Drives[d[0]] != (repo.DriveID{}) {
+				t.Fatalf("Degraded = %v, drives %v", d, p.Drives)
+			}
+			got, err := r.ReadRange(context.Background(), p, 0, p.DataLen, nil)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("read back degraded pack: %v", err)
+			}
+			if err := r.DeletePack(context.Background(), p); err != nil {
+				t.Fatal(err)
+			}
+			// Two failing drives: only 4 of 6 durable, below the quorum.
+			td.faulty[bad2].Add(drivetest.Rule{Op: drivetest.OpPut, Action: act})
+			_, err = r.WritePack(context.Background(), testContainer, packID(9), enc, nil)
+			if err == nil || !strings.Contains(err.Error(), bad.String()) || !strings.Contains(err.Error(), bad2.String()) {
+				t.Fatalf("WritePack = %v, want an error naming drives %s and %s", err, bad, bad2)
 			}
 			n := 0
 			r.ListShards(context.Background(), func(repo.DriveID, string, repo.PackID, int, int64) error { n++; return nil })
@@ -366,8 +385,12 @@ func TestWritePackFailure(t *testing.T) {
 			t.Error("Encoded with 5 shards accepted")
 		}
 		wide, _ := repo.Encode(5, 2, []byte("x"))
-		if _, err := r.WritePack(ctx, testContainer, packID(1), wide, nil); !errors.Is(err, repo.ErrTooFewDrives) {
-			t.Errorf("7 shards on 6 drives: %v", err)
+		if p, err := r.WritePack(ctx, testContainer, packID(1), wide, nil); err != nil || len(r.Degraded(p)) != 1 {
+			t.Errorf("7 shards on 6 drives: want 6 written and one degraded, got %v, %v", p.Drives, err)
+		}
+		wider, _ := repo.Encode(6, 2, []byte("x"))
+		if _, err := r.WritePack(ctx, testContainer, packID(2), wider, nil); !errors.Is(err, repo.ErrTooFewDrives) {
+			t.Errorf("8 shards (quorum 7) on 6 drives: %v", err)
 		}
 	})
 }

@@ -27,6 +27,9 @@ type Options struct {
 	K         int // data shards per pack; default 4
 	M         int // parity shards per pack; default 2; at least 1
 	BlockSize int // bytes per checksummed block of a shard; default 65536
+	// WriteQuorum is how many shards of a pack must be durable for a write to
+	// succeed; default K+1, bounded to K..K+M.
+	WriteQuorum int
 }
 
 // Defaults for Options.K and Options.M.

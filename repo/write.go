@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sync"
 
-	"golang.org/x/sync/errgroup"
 )
 
 // PackInfo is what the index keeps about a pack so that it can be read back.
@@ -66,11 +65,18 @@ func putBuffer(b *[]byte) {
 }
 
 // WritePack writes the K+M shards of enc to the drives chosen by placement, each
-// file carrying trailer (the engine's sealed pack header). It returns only when
-// every shard is durable, with the PackInfo the index must record. If any shard
-// fails, it deletes (best effort) the shards it wrote and returns an error naming
-// the drive: the index must not learn of a pack until all its shards are durable.
-// enc and trailer are not retained.
+// file carrying trailer (the engine's sealed pack header), in parallel. It
+// returns once every shard it could place has been attempted and at least
+// Options.WriteQuorum (default K+1) of them are durable. Shards that could not
+// be written (too few drives in service, or a failed put) have a zero DriveID
+// in the returned PackInfo: the pack is below full redundancy and scrub
+// --repair writes them later. With fewer than the quorum durable, it deletes
+// (best effort) the shards it wrote and returns an error naming the drives: the
+// index must not learn of such a pack. enc and trailer are not retained.
+//
+// Why K+1: with K shards the pack is readable but any one further loss
+// destroys it; one extra shard keeps a margin of one failure until repair,
+// while a backup still succeeds with up to M-1 drives down or failing.
 func (r *Repo) WritePack(ctx context.Context, container string, id PackID, enc *Encoded, trailer []byte) (PackInfo, error) {
 	if err := validContainer(container); err != nil {
 		return PackInfo{}, err
@@ -82,7 +88,12 @@ func (r *Repo) WritePack(ctx context.Context, container string, id PackID, enc *
 		return PackInfo{}, fmt.Errorf("write pack %s: trailer of %d bytes is longer than %d", id, len(trailer), MaxTrailerLen)
 	}
 	n := enc.K + enc.M
-	placed, err := r.place(id, n)
+	quorum := r.quorum(enc.K, enc.M)
+	if len(r.usable) < quorum {
+		return PackInfo{}, fmt.Errorf("place pack %s: %w: %d drives in service, a pack needs at least %d of its %d shards written",
+			id, ErrTooFewDrives, len(r.usable), quorum, n)
+	}
+	placed, err := r.place(id, min(n, len(r.usable)))
 	if err != nil {
 		return PackInfo{}, err
 	}
@@ -91,41 +102,78 @@ func (r *Repo) WritePack(ctx context.Context, container string, id PackID, enc *
 		DataLen: enc.DataLen, ShardLen: enc.ShardLen,
 		Drives: make([]DriveID, n), Hashes: append([]Hash(nil), enc.Hashes...),
 	}
+	errs := make([]error, len(placed))
+	var wg sync.WaitGroup
+	// One goroutine per shard: each shard goes to a different drive, so the
+	// number of goroutines is the number of drives written; running them
+	// together makes a pack take as long as its slowest drive rather than the
+	// sum of all.
 	for i, m := range placed {
-		p.Drives[i] = m.ID
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = r.putShard(ctx, p, i, m, enc.Shards[i], trailer)
+		}()
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	// One goroutine per shard: each shard goes to a different drive, so the limit
-	// is the number of drives written, and all of them must be durable before
-	// WritePack returns; running them together makes a pack take as long as its
-	// slowest drive rather than the sum of all.
-	g.SetLimit(n)
+	wg.Wait()
+	var failed []error
 	for i, m := range placed {
-		g.Go(func() error {
-			h := p.header(i)
-			h.TrailerLen = len(trailer)
-			buf := getBuffer()
-			defer putBuffer(buf)
-			file, err := appendShardFile((*buf)[:0], h, enc.Shards[i], trailer)
-			if err != nil {
-				return err
-			}
-			*buf = file
-			name := ShardName(container, id, i)
-			r.headers.evict(cacheKey{m.ID, name})
-			if err := m.Drive.Put(gctx, name, file); err != nil {
-				return fmt.Errorf("write pack %s shard %d to drive %s: %w", id, i, m.ID, err)
-			}
-			return nil
-		})
+		if errs[i] == nil {
+			p.Drives[i] = m.ID
+		} else {
+			failed = append(failed, errs[i])
+		}
 	}
-	if err := g.Wait(); err != nil {
+	if err := ctx.Err(); err != nil || len(placed)-len(failed) < quorum {
 		// Clean up with a context that outlives a cancelled ctx; a drive that
 		// failed may refuse, which leaves an orphan shard for scrub to find.
 		r.deleteShards(context.WithoutCancel(ctx), p)
-		return PackInfo{}, err
+		if err != nil {
+			return PackInfo{}, err
+		}
+		return PackInfo{}, fmt.Errorf("write pack %s: only %d of %d shards durable, need %d: %w",
+			id, len(placed)-len(failed), n, quorum, errors.Join(failed...))
 	}
 	return p, nil
+}
+
+// quorum is how many shards of a pack must be durable for WritePack to succeed.
+func (r *Repo) quorum(k, m int) int {
+	if r.opts.WriteQuorum > 0 {
+		return min(max(r.opts.WriteQuorum, k), k+m)
+	}
+	return min(k+1, k+m)
+}
+
+// putShard writes shard i of p to member m.
+func (r *Repo) putShard(ctx context.Context, p PackInfo, i int, m *Member, data, trailer []byte) error {
+	h := p.header(i)
+	h.TrailerLen = len(trailer)
+	buf := getBuffer()
+	defer putBuffer(buf)
+	file, err := appendShardFile((*buf)[:0], h, data, trailer)
+	if err != nil {
+		return err
+	}
+	*buf = file
+	name := ShardName(p.Container, p.ID, i)
+	r.headers.evict(cacheKey{m.ID, name})
+	if err := m.Drive.Put(ctx, name, file); err != nil {
+		return fmt.Errorf("write pack %s shard %d to drive %s: %w", p.ID, i, m.ID, err)
+	}
+	return nil
+}
+
+// Degraded reports the shard indices of p that have no drive (never written)
+// or whose drive is out of service: the shards scrub --repair must rewrite.
+func (r *Repo) Degraded(p PackInfo) []int {
+	var out []int
+	for i, d := range p.Drives {
+		if m, ok := r.byID[d]; d == (DriveID{}) || !ok || m.Failed {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 func checkEncoded(enc *Encoded) error {

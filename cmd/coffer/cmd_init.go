@@ -41,8 +41,8 @@ func runInit(cmd *cobra.Command, g *globals, f initFlags) error {
 	if o.DataShards < 1 {
 		return usagef("--data-shards must be at least 1")
 	}
-	if o.ParityShards < 0 {
-		return usagef("--parity-shards must not be negative")
+	if o.ParityShards < 1 {
+		return usagef("--parity-shards must be at least 1: without parity a single lost drive loses data")
 	}
 	size, err := parseSize(f.packSize)
 	if err != nil {
@@ -59,11 +59,14 @@ func runInit(cmd *cobra.Command, g *globals, f initFlags) error {
 		return err
 	}
 	if g.json {
-		return g.printJSON(res)
-	}
-	fmt.Fprintf(g.stdout, "created repository %s in %s with %d drives\n", res.Repository[:8], dir, len(res.Drives))
-	for _, d := range res.Drives {
-		fmt.Fprintf(g.stdout, "  drive %s  rack %-4s %s\n", d.ID, d.Rack, d.Path)
+		if err := g.printJSON(res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(g.stdout, "created repository %s in %s with %d drives\n", res.Repository[:8], dir, len(res.Drives))
+		for _, d := range res.Drives {
+			fmt.Fprintf(g.stdout, "  drive %s  rack %-4s %s\n", d.ID, d.Rack, d.Path)
+		}
 	}
 	for _, w := range res.Warnings {
 		fmt.Fprintf(g.stderr, "warning: %s\n", w)

@@ -121,7 +121,7 @@ func message(err error) string {
 	for _, p := range []string{"engine: ", "repo: ", "index: ", "tree: ", "chunk: "} {
 		s = strings.ReplaceAll(s, p, "")
 	}
-	s = strings.TrimSpace(s)
+	s = strings.Join(strings.Fields(s), " ") // one line, whatever the error held
 	if s != "" && !strings.HasSuffix(s, ".") {
 		s += "."
 	}

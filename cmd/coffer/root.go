@@ -36,8 +36,9 @@ deduplicated within each tenant, compressed, encrypted with the tenant's own key
 packed and Reed-Solomon coded across drives in different racks.
 
 ` + exitCodesHelp,
-		SilenceErrors: true,
-		SilenceUsage:  true,
+		SilenceErrors:      true,
+		SilenceUsage:       true,
+		DisableSuggestions: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
@@ -63,12 +64,25 @@ packed and Reed-Solomon coded across drives in different racks.
 	return root
 }
 
+// groupRunE makes a command group (tenant, drive, ...) refuse an unknown
+// subcommand with a usage error instead of printing help and succeeding.
+func groupRunE(cmd *cobra.Command, a []string) error {
+	if len(a) > 0 {
+		return usagef("unknown command %q for %q (see %s --help)", a[0], cmd.CommandPath(), cmd.CommandPath())
+	}
+	return cmd.Help()
+}
+
 func addExitHelp(c *cobra.Command) {
 	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	if c.Long == "" {
 		c.Long = c.Short
 	}
 	c.Long += "\n\n" + exitCodesHelp
+	if c.HasSubCommands() && c.RunE == nil {
+		c.RunE = groupRunE
+		c.Args = cobra.ArbitraryArgs
+	}
 	for _, sub := range c.Commands() {
 		addExitHelp(sub)
 	}
