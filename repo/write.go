@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-
 )
 
 // PackInfo is what the index keeps about a pack so that it can be read back.
