@@ -104,7 +104,7 @@ func TestDocPackHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Tenant != docTenant || h.K != 4 || h.M != 2 || h.DataLen != 200 || h.ShardLen != 50 || len(h.Hashes) != 6 || len(h.Blobs) != 2 {
+	if h.Tenant != docTenant || h.K != 4 || h.M != 2 || h.DataLen != 200 || h.ShardLen != 50 || h.Created != 1795000000 || len(h.Hashes) != 6 || len(h.Blobs) != 2 {
 		t.Fatalf("decoded %+v", h)
 	}
 	if h.Blobs[0].Type != DataBlob || h.Blobs[0].Length != 120 || h.Blobs[1].Type != TreeBlob || h.Blobs[1].Offset != 120 {
@@ -156,7 +156,7 @@ func TestPrintDocExamples(t *testing.T) {
 	plain := []byte("hello, coffer\n")
 	id := k.ids.Sum(plain)
 	fmt.Printf("content ID: %x\nsealed-blob:\n%s\n", id[:], hexLines(sealBlob(&k.data, docTenant, DataBlob, id, plain)))
-	h := &packHeader{Tenant: docTenant, K: 4, M: 2, BlockSize: 65536, DataLen: 200, ShardLen: 50}
+	h := &packHeader{Tenant: docTenant, K: 4, M: 2, BlockSize: 65536, DataLen: 200, ShardLen: 50, Created: 1795000000}
 	h.Pack[0] = 0x33
 	for i := 0; i < 6; i++ {
 		var x [32]byte

@@ -17,7 +17,8 @@ import (
 //	38   4          block size (u32 LE)
 //	42   8          pack data length L (u64 LE)
 //	50   8          shard data length S (u64 LE)
-//	58   32*(k+m)   expected BLAKE3-256 of each shard's data, by shard index
+//	58   8          created, Unix seconds (i64 LE)
+//	66   32*(k+m)   expected BLAKE3-256 of each shard's data, by shard index
 //	..   4          blob count n (u32 LE)
 //	..   45*n       blobs: type u8 | content ID [32] | offset u32 | length u32 | raw length u32
 type packHeader struct {
@@ -27,6 +28,7 @@ type packHeader struct {
 	BlockSize uint32
 	DataLen   uint64
 	ShardLen  uint64
+	Created   int64
 	Hashes    [][32]byte
 	Blobs     []packBlob
 }
@@ -41,7 +43,7 @@ type packBlob struct {
 
 const (
 	packHeaderMagic = "CFP1"
-	packHeaderFixed = 58
+	packHeaderFixed = 66
 	packBlobLen     = 45
 )
 
@@ -54,6 +56,7 @@ func (h *packHeader) encode() []byte {
 	b = binary.LittleEndian.AppendUint32(b, h.BlockSize)
 	b = binary.LittleEndian.AppendUint64(b, h.DataLen)
 	b = binary.LittleEndian.AppendUint64(b, h.ShardLen)
+	b = binary.LittleEndian.AppendUint64(b, uint64(h.Created))
 	for _, x := range h.Hashes {
 		b = append(b, x[:]...)
 	}
@@ -81,6 +84,7 @@ func decodePackHeader(b []byte) (*packHeader, error) {
 	h.BlockSize = binary.LittleEndian.Uint32(b[38:])
 	h.DataLen = binary.LittleEndian.Uint64(b[42:])
 	h.ShardLen = binary.LittleEndian.Uint64(b[50:])
+	h.Created = int64(binary.LittleEndian.Uint64(b[58:]))
 	if h.K < 1 || h.K+h.M > 255 {
 		return nil, bad("bad k or m")
 	}

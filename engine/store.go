@@ -68,7 +68,7 @@ func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (int64, error) 
 	}
 	hdr := &packHeader{
 		Tenant: t.id, Pack: id, K: e.cfg.K, M: e.cfg.M, BlockSize: uint32(e.cfg.BlockSize),
-		DataLen: uint64(enc.DataLen), ShardLen: uint64(enc.ShardLen), Blobs: pp.blobs,
+		DataLen: uint64(enc.DataLen), ShardLen: uint64(enc.ShardLen), Created: e.now().Unix(), Blobs: pp.blobs,
 	}
 	for _, h := range enc.Hashes {
 		hdr.Hashes = append(hdr.Hashes, h)
@@ -81,7 +81,7 @@ func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (int64, error) 
 	rec := index.PackRec{
 		ID: index.PackID(id), K: uint8(info.K), M: uint8(info.M), BlockSize: uint32(info.BlockSize),
 		DataLen: uint64(info.DataLen), ShardLen: uint64(info.ShardLen), Blobs: uint32(len(pp.blobs)),
-		Created: e.now().Unix(),
+		Created: hdr.Created,
 	}
 	for i := range info.Drives {
 		rec.Drives = append(rec.Drives, index.DriveID(info.Drives[i]))
