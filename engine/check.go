@@ -63,7 +63,7 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 			return rep, err
 		}
 	}
-	err = e.repo.ListShards(ctx, func(d repo.DriveID, container string, id repo.PackID, i int, size int64) error {
+	err = e.rp().ListShards(ctx, func(d repo.DriveID, container string, id repo.PackID, i int, size int64) error {
 		if !known[container] {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("drive %s holds shard %d of pack %s of an unknown tenant container", d, i, id))
 			return nil
@@ -149,7 +149,7 @@ func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOption
 	for i, d := range p.Drives {
 		rep.Shards++
 		prog.Files.Add(1)
-		hdr, tr, err := t.e.repo.ReadShardTrailer(ctx, d, p.Container, p.ID, i)
+		hdr, tr, err := t.e.rp().ReadShardTrailer(ctx, d, p.Container, p.ID, i)
 		if err != nil {
 			problem("pack %s shard %d on drive %s: %v", p.ID, i, d, err)
 			continue
@@ -159,7 +159,7 @@ func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOption
 			continue
 		}
 		if o.ReadData {
-			if err := t.e.repo.VerifyShard(ctx, p, i); err != nil {
+			if err := t.e.rp().VerifyShard(ctx, p, i); err != nil {
 				problem("pack %s shard %d on drive %s: %v", p.ID, i, d, err)
 				continue
 			}

@@ -27,7 +27,7 @@ type Engine struct {
 	repo *repo.Repo
 	mk   *masterKey
 
-	mu  sync.Mutex // guards cfg and tenants
+	mu  sync.Mutex // guards cfg, repo and tenantMu
 	cfg config
 	// tenantMu serialises writers of one tenant (backups, tenant changes).
 	tenantMu map[[16]byte]*sync.Mutex
@@ -203,6 +203,9 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 	if err := r.PutRecord(ctx, configName, rec.encode()); err != nil {
 		return nil, fmt.Errorf("write repository config to drives: %w", err)
 	}
+	if err := writeFileDurable(configCopyPath(dir), cfgJSON, 0o600); err != nil {
+		return nil, fmt.Errorf("write %s: %w", configCopyPath(dir), err)
+	}
 	db, err := index.Open(indexDir(dir), index.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("create index: %w", err)
@@ -248,7 +251,7 @@ func Open(dir string, o Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !indexExists(dir) {
+	if o.IndexFS == nil && !indexExists(dir) {
 		return nil, fmt.Errorf("%w: no repository in %s (run coffer init, or coffer index rebuild if the index was lost)", ErrRepoNotFound, dir)
 	}
 	keyFile := o.MasterKeyFile
@@ -272,8 +275,11 @@ func Open(dir string, o Options) (*Engine, error) {
 }
 
 func (e *Engine) open() error {
-	db, err := index.Open(indexDir(e.dir), index.Options{})
+	db, err := index.Open(indexDir(e.dir), index.Options{FS: e.opts.IndexFS, MustExist: true})
 	if err != nil {
+		if errors.Is(err, index.ErrNotExist) {
+			return fmt.Errorf("%w: no index in %s (run coffer index rebuild)", ErrRepoNotFound, e.dir)
+		}
 		if errors.Is(err, index.ErrLocked) {
 			return &LockedError{Dir: e.dir}
 		}
@@ -334,9 +340,14 @@ func (e *Engine) openDrives() (*repo.Repo, error) {
 }
 
 func (e *Engine) openDrive(ctx context.Context, d driveConfig, id repo.DriveID) (repo.Drive, error) {
-	drv, err := repo.NewDirDrive(d.Path)
+	var drv repo.Drive
+	dd, err := repo.NewDirDrive(d.Path)
 	if err != nil {
 		return nil, err
+	}
+	drv = dd
+	if e.opts.WrapDrive != nil {
+		drv = e.opts.WrapDrive(d.ID, drv)
 	}
 	ident, err := repo.ReadIdentity(ctx, drv)
 	if err != nil {

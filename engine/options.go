@@ -4,6 +4,10 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"coffer/repo"
 )
 
 // Defaults of a new repository.
@@ -88,6 +92,13 @@ type Options struct {
 	Now func() time.Time
 	// Warn receives warnings (a missing drive, ...); nil discards them.
 	Warn io.Writer
+
+	// IndexFS, if set, is the file system of the index (tests use pebble's
+	// crash-simulating memory file system).
+	IndexFS vfs.FS
+	// WrapDrive, if set, wraps every drive as it is opened (tests inject
+	// faults with repo/drivetest.Faulty).
+	WrapDrive func(id string, d repo.Drive) repo.Drive
 }
 
 // Validate checks the bounds of the options.

@@ -76,7 +76,7 @@ func (t *Tenant) commitSnapshot(ctx context.Context, s *Snapshot) error {
 	}
 	name := snapshotRecordName(t.id, id)
 	rec := sealRecord(&t.keys.meta, recSnapshot, 0, 1, t.id, name, body)
-	if err := t.e.repo.PutRecord(ctx, name, rec); err != nil {
+	if err := t.e.rp().PutRecord(ctx, name, rec); err != nil {
 		return fmt.Errorf("write snapshot record to drives: %w", err)
 	}
 	b := t.e.db.NewBatch()

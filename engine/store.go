@@ -74,7 +74,7 @@ func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (int64, error) 
 		hdr.Hashes = append(hdr.Hashes, h)
 	}
 	trailer := sealRaw(&t.keys.meta, headerAD(t.id, id), compress(hdr.encode()))
-	info, err := e.repo.WritePack(ctx, t.container(), id, enc, trailer)
+	info, err := e.rp().WritePack(ctx, t.container(), id, enc, trailer)
 	if err != nil {
 		return 0, fmt.Errorf("write pack: %w", err)
 	}
@@ -145,7 +145,7 @@ func (t *Tenant) readBlobAt(ctx context.Context, p repo.PackInfo, typ BlobType, 
 		plain = b
 		return nil
 	}
-	if _, err := t.e.repo.ReadRange(ctx, p, int64(loc.Offset), int64(loc.Length), verify); err != nil {
+	if _, err := t.e.rp().ReadRange(ctx, p, int64(loc.Offset), int64(loc.Length), verify); err != nil {
 		if errors.Is(err, repo.ErrTooFewShards) {
 			return nil, fmt.Errorf("%w: %s blob %x: %v", ErrDamage, typ, id[:8], err)
 		}

@@ -121,7 +121,7 @@ func (e *Engine) putTenant(ctx context.Context, id [16]byte, version uint64, m *
 	}
 	name := tenantRecordName(id)
 	rec := sealRecord(&e.mk.admin, recTenant, 0, version, id, name, body)
-	if err := e.repo.PutRecord(ctx, name, rec); err != nil {
+	if err := e.rp().PutRecord(ctx, name, rec); err != nil {
 		return fmt.Errorf("write tenant record to drives: %w", err)
 	}
 	b := e.db.NewBatch()

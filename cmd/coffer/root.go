@@ -57,6 +57,9 @@ packed and Reed-Solomon coded across drives in different racks.
 		newRestoreCmd(g),
 		newDumpCmd(g),
 		newCheckCmd(g),
+		newScrubCmd(g),
+		newIndexCmd(g),
+		newDriveCmd(g),
 	)
 	for _, c := range root.Commands() {
 		addExitHelp(c)

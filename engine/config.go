@@ -1,0 +1,74 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+
+	"coffer/repo"
+)
+
+// configCopyPath is a plain copy of the repository config in the repository
+// folder. It lets Open find the drives when the index is lost (see Rebuild);
+// it holds no secrets and no tenant data.
+func configCopyPath(dir string) string { return filepath.Join(dir, "config.json") }
+
+// updateConfig applies change to a copy of the config, bumps its record
+// version, and stores it: drives first (r/config), then the plain copy in the
+// repository folder, then the index. Only then does the engine use it, and
+// the drive set is reopened when change touched the drives.
+func (e *Engine) updateConfig(ctx context.Context, change func(*config) error) error {
+	e.mu.Lock()
+	cfg := e.cfg
+	cfg.Drives = append([]driveConfig(nil), e.cfg.Drives...)
+	e.mu.Unlock()
+	if err := change(&cfg); err != nil {
+		return err
+	}
+	cfg.Record++
+	raw, err := json.Marshal(&cfg)
+	if err != nil {
+		return err
+	}
+	if err := e.writeConfig(ctx, &cfg, raw); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.cfg = cfg
+	e.mu.Unlock()
+	r, err := e.openDrives()
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.repo = r
+	e.mu.Unlock()
+	return nil
+}
+
+// writeConfig stores raw (the JSON of cfg) on the drives, in the folder copy
+// and in the index, in that order.
+func (e *Engine) writeConfig(ctx context.Context, cfg *config, raw []byte) error {
+	rec := &record{Kind: recConfig, Version: cfg.Record, Body: raw}
+	if err := e.rp().PutRecord(ctx, configName, rec.encode()); err != nil {
+		return fmt.Errorf("write repository config to drives: %w", err)
+	}
+	if err := writeFileDurable(configCopyPath(e.dir), raw, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", configCopyPath(e.dir), err)
+	}
+	b := e.db.NewBatch()
+	defer b.Close()
+	b.PutConfig(raw)
+	if err := b.Commit(); err != nil {
+		return fmt.Errorf("write config to index: %w", err)
+	}
+	return nil
+}
+
+// rp returns the current drive set. It changes when drives are added or fail.
+func (e *Engine) rp() *repo.Repo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.repo
+}
