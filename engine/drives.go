@@ -1,0 +1,198 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"coffer/index"
+	"coffer/repo"
+)
+
+// DriveStatus is a drive with what it holds.
+type DriveStatus struct {
+	DriveInfo
+	Available bool   `json:"available"`       // the folder is there and carries this drive's identity
+	Problem   string `json:"problem,omitempty"` // why it is not available
+	Shards    int64  `json:"shards"`
+	UsedBytes int64  `json:"used_bytes"`
+}
+
+// DriveReport is the state of every drive and of the packs' redundancy.
+type DriveReport struct {
+	Drives []DriveStatus `json:"drives"`
+	// Packs counts every indexed pack; Degraded those with a shard that was
+	// never written or sits on a drive that is out of service or unavailable.
+	Packs    int64 `json:"packs"`
+	Degraded int64 `json:"packs_below_full_redundancy"`
+	Warning  string `json:"warning,omitempty"` // the layout cannot survive the loss of a rack
+}
+
+// DriveReport lists the drives with their shard counts and used bytes, and
+// counts the packs below full redundancy. It reads every drive's listing and
+// every pack record, streaming both.
+func (e *Engine) DriveReport(ctx context.Context) (*DriveReport, error) {
+	r := e.rp()
+	rep := &DriveReport{}
+	byID := map[repo.DriveID]repo.Member{}
+	for _, m := range r.Members() {
+		byID[m.ID] = m
+	}
+	for _, d := range e.Drives() {
+		st := DriveStatus{DriveInfo: d}
+		id, _ := repo.ParseDriveID(d.ID)
+		m := byID[id]
+		if u, ok := m.Drive.(unavailableDrive); ok {
+			st.Problem = strings.TrimPrefix(u.err.Error(), "repo: ")
+		} else if m.Drive != nil {
+			st.Available = true
+			err := m.Drive.List(ctx, "", func(name string, size int64) error {
+				st.UsedBytes += size
+				if _, _, _, ok := repo.ParseShardName(name); ok {
+					st.Shards++
+				}
+				return nil
+			})
+			if err != nil {
+				st.Available = false
+				st.Problem = fmt.Sprintf("listing failed: %v", err)
+			}
+		}
+		rep.Drives = append(rep.Drives, st)
+	}
+	entries, err := e.tenantEntries()
+	if err != nil {
+		return nil, err
+	}
+	for _, te := range entries {
+		container := fmt.Sprintf("%x", te.rec.ID[:])
+		err := e.db.Packs(te.rec.ID, func(rec index.PackRec) error {
+			rep.Packs++
+			if len(r.Degraded(packInfo(container, rec))) > 0 {
+				rep.Degraded++
+			}
+			return ctx.Err()
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	e.mu.Lock()
+	rep.Warning = rackWarning(e.cfg.Drives, e.cfg.K, e.cfg.M)
+	e.mu.Unlock()
+	return rep, nil
+}
+
+// findDrive resolves a drive ID or a unique prefix of at least 4 hex digits.
+func (e *Engine) findDrive(ref string) (driveConfig, error) {
+	ref = strings.ToLower(ref)
+	var found []driveConfig
+	e.mu.Lock()
+	for _, d := range e.cfg.Drives {
+		if len(ref) >= 4 && strings.HasPrefix(d.ID, ref) {
+			found = append(found, d)
+		}
+	}
+	e.mu.Unlock()
+	switch len(found) {
+	case 0:
+		return driveConfig{}, invalidf("no drive %q (see coffer drive list)", ref)
+	case 1:
+		return found[0], nil
+	}
+	return driveConfig{}, invalidf("drive %q is ambiguous: give more digits", ref)
+}
+
+// FailDrive marks a drive out of service: nothing is written to it and reads
+// avoid it; its shards count as missing until scrub --repair re-homes them.
+func (e *Engine) FailDrive(ctx context.Context, ref string) (DriveInfo, error) {
+	d, err := e.findDrive(ref)
+	if err != nil {
+		return DriveInfo{}, err
+	}
+	if d.State == driveFailed {
+		return DriveInfo{}, invalidf("drive %s is already marked failed", d.ID)
+	}
+	err = e.updateConfig(ctx, func(c *config) error {
+		for i := range c.Drives {
+			if c.Drives[i].ID == d.ID {
+				c.Drives[i].State = driveFailed
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return DriveInfo{}, err
+	}
+	d.State = driveFailed
+	return DriveInfo{ID: d.ID, Rack: d.Rack, Path: d.Path, State: d.State}, nil
+}
+
+// AddDrive adds the folder path (created if missing) as a new drive in rack.
+// A folder that already belongs to another repository, or is already a drive
+// of this one, is refused. It returns a warning when the layout still cannot
+// survive the loss of a rack.
+func (e *Engine) AddDrive(ctx context.Context, rack, path string) (DriveInfo, string, error) {
+	if err := repo.ValidateRack(rack); err != nil {
+		return DriveInfo{}, "", invalidf("%v", err)
+	}
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return DriveInfo{}, "", err
+	}
+	e.mu.Lock()
+	for _, d := range e.cfg.Drives {
+		if d.Path == path {
+			e.mu.Unlock()
+			return DriveInfo{}, "", invalidf("%s is already drive %s", path, d.ID)
+		}
+	}
+	repoID := e.cfg.repoID()
+	e.mu.Unlock()
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return DriveInfo{}, "", fmt.Errorf("create drive folder: %w", err)
+	}
+	drv, err := repo.NewDirDrive(path)
+	if err != nil {
+		return DriveInfo{}, "", err
+	}
+	var id repo.DriveID
+	ident, err := repo.ReadIdentity(ctx, drv)
+	switch {
+	case errors.Is(err, repo.ErrNoIdentity):
+		randomBytes(id[:])
+		if err := repo.WriteIdentity(ctx, drv, repo.Identity{Repository: repoID, Drive: id, Rack: rack}); err != nil {
+			return DriveInfo{}, "", fmt.Errorf("drive %s: %w", path, err)
+		}
+	case err != nil:
+		return DriveInfo{}, "", fmt.Errorf("drive %s: %w", path, err)
+	case ident.Repository != repoID:
+		return DriveInfo{}, "", fmt.Errorf("%w: %s belongs to repository %x", repo.ErrForeignDrive, path, ident.Repository[:])
+	default:
+		// An identity of this repository that the config does not list: a
+		// previous add was interrupted after writing it. Adopt it.
+		if _, err := e.findDrive(ident.Drive.String()); err == nil {
+			return DriveInfo{}, "", invalidf("%s carries drive %s, which is already in the repository", path, ident.Drive)
+		}
+		id = ident.Drive
+		if ident.Rack != rack {
+			if err := repo.WriteIdentity(ctx, drv, repo.Identity{Repository: repoID, Drive: id, Rack: rack}); err != nil {
+				return DriveInfo{}, "", fmt.Errorf("drive %s: %w", path, err)
+			}
+		}
+	}
+	d := driveConfig{ID: id.String(), Rack: rack, Path: path, State: driveActive}
+	var warning string
+	err = e.updateConfig(ctx, func(c *config) error {
+		c.Drives = append(c.Drives, d)
+		warning = rackWarning(c.Drives, c.K, c.M)
+		return nil
+	})
+	if err != nil {
+		return DriveInfo{}, "", err
+	}
+	return DriveInfo{ID: d.ID, Rack: d.Rack, Path: d.Path, State: d.State}, warning, nil
+}
