@@ -15,7 +15,7 @@ import (
 // DriveStatus is a drive with what it holds.
 type DriveStatus struct {
 	DriveInfo
-	Available bool   `json:"available"`       // the folder is there and carries this drive's identity
+	Available bool   `json:"available"`         // the folder is there and carries this drive's identity
 	Problem   string `json:"problem,omitempty"` // why it is not available
 	Shards    int64  `json:"shards"`
 	UsedBytes int64  `json:"used_bytes"`
@@ -26,8 +26,8 @@ type DriveReport struct {
 	Drives []DriveStatus `json:"drives"`
 	// Packs counts every indexed pack; Degraded those with a shard that was
 	// never written or sits on a drive that is out of service or unavailable.
-	Packs    int64 `json:"packs"`
-	Degraded int64 `json:"packs_below_full_redundancy"`
+	Packs    int64  `json:"packs"`
+	Degraded int64  `json:"packs_below_full_redundancy"`
 	Warning  string `json:"warning,omitempty"` // the layout cannot survive the loss of a rack
 }
 
