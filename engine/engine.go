@@ -17,8 +17,9 @@ import (
 	"coffer/repo"
 )
 
-// Engine is an open repository. Its methods are safe for concurrent use; one
-// process owns a repository at a time (Open takes an exclusive lock).
+// Engine is an open repository. Its methods are safe for concurrent use,
+// except Close; one process owns a repository at a time (Open takes an
+// exclusive lock).
 type Engine struct {
 	dir  string
 	opts Options
@@ -26,6 +27,8 @@ type Engine struct {
 	db   *index.DB
 	repo *repo.Repo
 	mk   *masterKey
+
+	closeOnce sync.Once
 
 	mu  sync.Mutex // guards cfg, repo and tenantMu
 	cfg config
@@ -359,17 +362,18 @@ func (e *Engine) openDrive(ctx context.Context, d driveConfig, id repo.DriveID) 
 	return drv, nil
 }
 
-// Close releases the repository.
+// Close releases the repository. It must not run while other calls on e are
+// in flight; calling it more than once is harmless.
 func (e *Engine) Close() error {
 	var err error
-	if e.db != nil {
-		err = e.db.Close()
-		e.db = nil
-	}
-	if e.lock != nil {
-		releaseLock(e.lock)
-		e.lock = nil
-	}
+	e.closeOnce.Do(func() {
+		if e.db != nil {
+			err = e.db.Close()
+		}
+		if e.lock != nil {
+			releaseLock(e.lock)
+		}
+	})
 	return err
 }
 

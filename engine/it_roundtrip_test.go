@@ -387,3 +387,78 @@ func TestITStreamDumpListFind(t *testing.T) {
 		}
 	})
 }
+
+// TestITRestoreIncludes restores parts of a snapshot. A hard link whose
+// first name lies outside the included paths must still come back with its
+// content: the user asked for that name, not for the other one.
+func TestITRestoreIncludes(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	itBuildTree(t, src, []itEntry{
+		{path: "a/first", kind: 'f', data: "shared content\n"},
+		{path: "a/only-a.txt", kind: 'f', data: "a\n"},
+		{path: "b/second", kind: 'h', target: "a/first"},
+		{path: "b/third", kind: 'h', target: "a/first"},
+		{path: "b/only-b.bin", kind: 'f', size: 3000},
+		{path: "c/deep/x.txt", kind: 'f', data: "x\n"},
+	})
+	e := itOpen(t, itInit(t, InitOptions{}))
+	tn := itTenant(t, e, "acme")
+	s := itBackup(t, tn, src)
+
+	for _, tc := range []struct {
+		name     string
+		includes []string
+		want     []string // files restored below src
+		links    [][]string
+	}{
+		{"one folder", []string{src + "/a"}, []string{"a/first", "a/only-a.txt"}, nil},
+		{"one file, no leading slash", []string{src[1:] + "/c/deep/x.txt"}, []string{"c/deep/x.txt"}, nil},
+		{"two folders", []string{src + "/a", src + "/b"},
+			[]string{"a/first", "a/only-a.txt", "b/only-b.bin", "b/second", "b/third"}, [][]string{{"a/first", "b/second", "b/third"}}},
+		{"hard links without their first name", []string{src + "/b"},
+			[]string{"b/only-b.bin", "b/second", "b/third"}, [][]string{{"b/second", "b/third"}}},
+		{"one hard link alone", []string{src + "/b/third"}, []string{"b/third"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := t.TempDir()
+			_, err := tn.Restore(ctx, s, target, RestoreOptions{Includes: tc.includes})
+			if err != nil {
+				t.Fatalf("Restore --include %q: %v", tc.includes, err)
+			}
+			root := filepath.Join(target, src)
+			var got []string
+			err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+				if err == nil && d.Type().IsRegular() {
+					rel, _ := filepath.Rel(root, p)
+					got = append(got, rel)
+					if err := itSameContent(filepath.Join(src, rel), p); err != nil {
+						t.Errorf("%s: %v", rel, err)
+					}
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sort.Strings(got)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("restored files %q, want %q", got, tc.want)
+			}
+			for _, group := range tc.links {
+				var first unix.Stat_t
+				for i, rel := range group {
+					var st unix.Stat_t
+					if err := unix.Lstat(filepath.Join(root, rel), &st); err != nil {
+						t.Fatal(err)
+					}
+					if i == 0 {
+						first = st
+					} else if st.Ino != first.Ino {
+						t.Errorf("%s and %s are not one inode after restore", group[0], rel)
+					}
+				}
+			}
+		})
+	}
+}

@@ -164,8 +164,33 @@ func (t *Tenant) Restore(ctx context.Context, s *Snapshot, target string, o Rest
 	if err := g.Wait(); err != nil {
 		return st, fmt.Errorf("restore snapshot %s: %w", s.ID[:8], err)
 	}
+	// Hard links last, once every file is in place. A link whose first name
+	// was not restored (outside the includes) gets the content itself, and the
+	// other names of the inode link to it.
+	restored := map[string]string{} // LinkTarget → path restored for that inode
 	for _, l := range links {
-		first := filepath.Join(target, filepath.FromSlash(l.node.LinkTarget))
+		first, ok := restored[l.node.LinkTarget]
+		if !ok {
+			first = filepath.Join(target, filepath.FromSlash(l.node.LinkTarget))
+			if in, _ := selected(includes, l.node.LinkTarget); !in {
+				n, _, err := t.lookup(ctx, s, l.node.LinkTarget)
+				if err != nil || n == nil || n.Type != tree.File {
+					return st, fmt.Errorf("restore hard link %s: its first name %s is not a file in the snapshot", l.path, l.node.LinkTarget)
+				}
+				sz, err := t.restoreFile(ctx, l.path, n, prog)
+				if err != nil {
+					return st, err
+				}
+				if err := fsmeta.Apply(l.path, n, applyOpts); err != nil {
+					warn(l.path, err)
+				}
+				restored[l.node.LinkTarget] = l.path
+				st.Files++
+				st.Bytes += sz
+				continue
+			}
+			restored[l.node.LinkTarget] = first
+		}
 		_ = os.Remove(l.path)
 		if err := os.Link(first, l.path); err != nil {
 			return st, fmt.Errorf("restore hard link %s: %w", l.path, err)
