@@ -20,6 +20,7 @@ import (
 	"coffer/engine/fsmeta"
 	"coffer/engine/tree"
 	"coffer/index"
+	"coffer/repo"
 )
 
 // BackupOptions configure a backup. Zero fields take defaults.
@@ -109,7 +110,16 @@ type backup struct {
 		files, dirs, bytes, unchanged, failed atomic.Int64
 		blobs, added, stored                  atomic.Int64
 	}
+
+	quotaMu sync.Mutex // guards used and written
+	quota   int64      // 0: none
+	used    int64      // stored bytes of the tenant, including this backup's packs
+	written []repo.PackInfo
+	wblobs  [][]packBlob
 }
+
+// ErrQuotaExceeded: a backup would take the tenant over its quota.
+var ErrQuotaExceeded = errors.New("engine: tenant quota exceeded")
 
 // Backup backs up the given paths and records a snapshot. If some files could
 // not be read, the snapshot is still recorded without them and the error
@@ -194,6 +204,14 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	if parent != nil {
 		b.parentStart = parent.Stats.Start.UnixNano()
 	}
+	if b.quota = t.quota; b.quota > 0 {
+		if b.used, err = t.storedBytes(); err != nil {
+			return nil, err
+		}
+		if b.used >= b.quota {
+			return nil, fmt.Errorf("%w: tenant %q stores %s, its quota is %s", ErrQuotaExceeded, t.name, humanBytes(b.used), humanBytes(b.quota))
+		}
+	}
 	b.parentRoot = parentTree
 	if o.Progress != nil && scanPaths != nil {
 		go b.scan(scanPaths)
@@ -233,6 +251,12 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	close(b.flushCh)
 	flushWG.Wait()
 	if err := context.Cause(ctx); err != nil {
+		if errors.Is(err, ErrQuotaExceeded) {
+			// Leave the repository as it was: drop this backup's packs.
+			if derr := t.dropPacks(context.WithoutCancel(ctx), b.written, b.wblobs); derr != nil {
+				return nil, fmt.Errorf("%w (removing its partial packs failed: %v; scrub --repair removes them)", err, derr)
+			}
+		}
 		return nil, err
 	}
 	select {
@@ -675,15 +699,39 @@ func (b *backup) store(typ BlobType, id [32]byte, plain []byte) {
 	}
 }
 
+// reserve accounts a pack against the tenant's quota before it is written.
+func (b *backup) reserve(pp *pendingPack) error {
+	if b.quota == 0 {
+		return nil
+	}
+	b.quotaMu.Lock()
+	defer b.quotaMu.Unlock()
+	if b.used+int64(len(pp.data)) > b.quota {
+		return fmt.Errorf("%w: tenant %q stores %s of its %s quota and this backup needs more; nothing of it was kept",
+			ErrQuotaExceeded, b.t.name, humanBytes(b.used), humanBytes(b.quota))
+	}
+	b.used += int64(len(pp.data))
+	return nil
+}
+
 func (b *backup) packWriter() {
 	for pp := range b.flushCh {
 		if b.ctx.Err() != nil {
 			continue
 		}
-		if _, err := b.t.writePack(b.ctx, pp); err != nil {
+		if err := b.reserve(pp); err != nil {
 			b.fail(err)
 			continue
 		}
+		p, err := b.t.writePack(b.ctx, pp)
+		if err != nil {
+			b.fail(err)
+			continue
+		}
+		b.quotaMu.Lock()
+		b.written = append(b.written, p)
+		b.wblobs = append(b.wblobs, pp.blobs)
+		b.quotaMu.Unlock()
 		b.pendingMu.Lock()
 		for _, bl := range pp.blobs {
 			delete(b.pending, bl.ID)

@@ -128,6 +128,9 @@ func (e *Engine) FailDrive(ctx context.Context, ref string) (DriveInfo, error) {
 		return DriveInfo{}, err
 	}
 	d.State = driveFailed
+	if err := e.logAudit(ctx, "drive.fail", [16]byte{}, nil, "drive="+d.ID); err != nil {
+		return DriveInfo{}, fmt.Errorf("drive %s is marked failed, but %w", d.ID, err)
+	}
 	return DriveInfo{ID: d.ID, Rack: d.Rack, Path: d.Path, State: d.State}, nil
 }
 
@@ -193,6 +196,9 @@ func (e *Engine) AddDrive(ctx context.Context, rack, path string) (DriveInfo, st
 	})
 	if err != nil {
 		return DriveInfo{}, "", err
+	}
+	if err := e.logAudit(ctx, "drive.add", [16]byte{}, nil, "drive="+d.ID); err != nil {
+		return DriveInfo{}, "", fmt.Errorf("drive %s was added, but %w", d.ID, err)
 	}
 	return DriveInfo{ID: d.ID, Rack: d.Rack, Path: d.Path, State: d.State}, warning, nil
 }

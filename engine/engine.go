@@ -26,7 +26,13 @@ type Engine struct {
 	lock *os.File
 	db   *index.DB
 	repo *repo.Repo
-	mk   *masterKey
+	mk   *masterKey // current epoch (the config's); guarded by mu once open
+	// mkNext is the next epoch while a rotation is in progress; guarded by mu.
+	mkNext  *masterKey
+	keyFile string // path of the master key file
+	// keyFileStale: the key file still holds an epoch older than the
+	// config's (a rotation stopped before destroying it); guarded by mu.
+	keyFileStale bool
 
 	closeOnce sync.Once
 
@@ -39,17 +45,22 @@ type Engine struct {
 // config is the repository configuration, stored as JSON in the index and as
 // a plain record on the drives. It holds no secrets and no tenant data.
 type config struct {
-	Format       string        `json:"format"`
-	Version      int           `json:"version"`
-	Repository   string        `json:"repository"`
-	Record       uint64        `json:"record_version"`
-	K            int           `json:"data_shards"`
-	M            int           `json:"parity_shards"`
-	PackSize     int           `json:"pack_size"`
-	BlockSize    int           `json:"block_size"`
-	MKEpoch      uint32        `json:"master_key_epoch"`
-	MKCheck      string        `json:"master_key_check"`
-	GraceSeconds int64         `json:"grace_period_seconds"`
+	Format       string `json:"format"`
+	Version      int    `json:"version"`
+	Repository   string `json:"repository"`
+	Record       uint64 `json:"record_version"`
+	K            int    `json:"data_shards"`
+	M            int    `json:"parity_shards"`
+	PackSize     int    `json:"pack_size"`
+	BlockSize    int    `json:"block_size"`
+	MKEpoch      uint32 `json:"master_key_epoch"`
+	MKCheck      string `json:"master_key_check"`
+	GraceSeconds int64  `json:"grace_period_seconds"`
+	// RotatingTo and NextCheck describe a master-key rotation in progress;
+	// PendingShred lists tenants (ID hex) whose shred has not completed.
+	RotatingTo   uint32        `json:"rotating_to,omitempty"`
+	NextCheck    string        `json:"next_master_key_check,omitempty"`
+	PendingShred []string      `json:"pending_shred,omitempty"`
 	Created      time.Time     `json:"created"`
 	Drives       []driveConfig `json:"drives"`
 }
@@ -220,6 +231,9 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 	if err := b.Commit(); err != nil {
 		return nil, fmt.Errorf("write index: %w", err)
 	}
+	if err := startAudit(ctx, r, db, mk, o.Actor, cfg.Created, fmt.Sprintf("drives=%d data_shards=%d parity_shards=%d", len(cfg.Drives), cfg.K, cfg.M)); err != nil {
+		return nil, err
+	}
 	for _, d := range cfg.Drives {
 		res.Drives = append(res.Drives, DriveInfo{ID: d.ID, Rack: d.Rack, Path: d.Path, State: d.State})
 	}
@@ -261,15 +275,11 @@ func Open(dir string, o Options) (*Engine, error) {
 	if keyFile == "" {
 		keyFile = defaultKeyFile(dir)
 	}
-	mk, err := readMasterKeyFile(keyFile)
-	if err != nil {
-		return nil, err
-	}
 	lock, err := acquireLock(context.Background(), dir, o.RetryLock, o.Command)
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{dir: dir, opts: o, lock: lock, mk: mk, tenantMu: map[[16]byte]*sync.Mutex{}}
+	e := &Engine{dir: dir, opts: o, lock: lock, keyFile: keyFile, tenantMu: map[[16]byte]*sync.Mutex{}}
 	if err := e.open(); err != nil {
 		e.Close()
 		return nil, err
@@ -302,11 +312,8 @@ func (e *Engine) open() error {
 	if e.cfg.Version != 1 {
 		return fmt.Errorf("repository format version %d is not supported by this coffer", e.cfg.Version)
 	}
-	if e.mk.repo != e.cfg.repoID() {
-		return fmt.Errorf("%w: the master key belongs to repository %x, not %s", ErrWrongKey, e.mk.repo[:], e.cfg.Repository)
-	}
-	if e.mk.epoch != e.cfg.MKEpoch || !e.mk.matches(e.cfg.MKCheck) {
-		return fmt.Errorf("%w: the master key (epoch %d) does not open this repository (current epoch %d)", ErrWrongKey, e.mk.epoch, e.cfg.MKEpoch)
+	if err := e.loadKeys(); err != nil {
+		return err
 	}
 	r, err := e.openDrives()
 	if err != nil {

@@ -41,13 +41,14 @@ func FuzzDecodeRecord(f *testing.F) {
 func FuzzDecodeMasterKeyFile(f *testing.F) {
 	f.Add(encodeMasterKeyFile(newMasterKey([16]byte{1}, 1, [KeySize]byte{2})))
 	f.Add([]byte("coffer master key\nversion: 1\n"))
+	f.Add(encodeKeyFile(keyFile{cur: newMasterKey([16]byte{1}, 4, [KeySize]byte{2}), next: newMasterKey([16]byte{1}, 5, [KeySize]byte{3})}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		mk, err := decodeMasterKeyFile(b)
+		kf, err := decodeKeyFile(b)
 		if err != nil {
 			return
 		}
-		again, err := decodeMasterKeyFile(encodeMasterKeyFile(mk))
-		if err != nil || again.raw != mk.raw || again.epoch != mk.epoch || again.repo != mk.repo {
+		again, err := decodeKeyFile(encodeKeyFile(kf))
+		if err != nil || again.cur.raw != kf.cur.raw || again.cur.epoch != kf.cur.epoch || again.cur.repo != kf.cur.repo || (kf.next == nil) != (again.next == nil) {
 			t.Fatal("a decoded key file does not survive re-encoding")
 		}
 	})

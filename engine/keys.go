@@ -70,19 +70,43 @@ func newMasterKey(repoID [16]byte, epoch uint32, raw [KeySize]byte) *masterKey {
 //	repository: <32 hex digits>
 //	epoch: <decimal>
 //	key: <64 hex digits>
+//	next-epoch: <decimal>      only while a rotation is in progress
+//	next-key: <64 hex digits>  only while a rotation is in progress
 const mkFileHeader = "coffer master key"
 
-func encodeMasterKeyFile(mk *masterKey) []byte {
+// keyFile is the content of a master key file: the current epoch and, while a
+// rotation is in progress, the next one.
+type keyFile struct {
+	cur, next *masterKey
+}
+
+func encodeMasterKeyFile(mk *masterKey) []byte { return encodeKeyFile(keyFile{cur: mk}) }
+
+func encodeKeyFile(kf keyFile) []byte {
 	var b bytes.Buffer
+	mk := kf.cur
 	fmt.Fprintf(&b, "%s\nversion: 1\nrepository: %x\nepoch: %d\nkey: %x\n", mkFileHeader, mk.repo[:], mk.epoch, mk.raw[:])
+	if kf.next != nil {
+		fmt.Fprintf(&b, "next-epoch: %d\nnext-key: %x\n", kf.next.epoch, kf.next.raw[:])
+	}
 	return b.Bytes()
 }
 
-// decodeMasterKeyFile parses a master key file. Errors wrap ErrBadKeyFile.
+// decodeMasterKeyFile parses a master key file and returns its current key.
+// Errors wrap ErrBadKeyFile.
 func decodeMasterKeyFile(data []byte) (*masterKey, error) {
+	kf, err := decodeKeyFile(data)
+	if err != nil {
+		return nil, err
+	}
+	return kf.cur, nil
+}
+
+// decodeKeyFile parses a master key file. Errors wrap ErrBadKeyFile.
+func decodeKeyFile(data []byte) (keyFile, error) {
 	bad := func(what string) error { return fmt.Errorf("%w: %s", ErrBadKeyFile, what) }
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	want := []string{"", "version", "repository", "epoch", "key"}
+	want := []string{"", "version", "repository", "epoch", "key", "next-epoch", "next-key"}
 	vals := make([]string, len(want))
 	i := 0
 	for sc.Scan() {
@@ -91,41 +115,57 @@ func decodeMasterKeyFile(data []byte) (*masterKey, error) {
 			continue
 		}
 		if i >= len(want) {
-			return nil, bad("unexpected extra line")
+			return keyFile{}, bad("unexpected extra line")
 		}
 		if i == 0 {
 			if line != mkFileHeader {
-				return nil, bad("missing header line")
+				return keyFile{}, bad("missing header line")
 			}
 			i++
 			continue
 		}
 		name, val, ok := strings.Cut(line, ":")
 		if !ok || strings.TrimSpace(name) != want[i] {
-			return nil, bad("expected field " + want[i])
+			return keyFile{}, bad("expected field " + want[i])
 		}
 		vals[i] = strings.TrimSpace(val)
 		i++
 	}
-	if i != len(want) {
-		return nil, bad("truncated")
+	if i != 5 && i != len(want) {
+		return keyFile{}, bad("truncated")
 	}
 	if vals[1] != "1" {
-		return nil, bad("unsupported version " + strconv.Quote(vals[1]))
+		return keyFile{}, bad("unsupported version " + strconv.Quote(vals[1]))
 	}
 	var repoID [16]byte
 	if err := decodeHexInto(repoID[:], vals[2]); err != nil {
-		return nil, bad("repository: " + err.Error())
+		return keyFile{}, bad("repository: " + err.Error())
 	}
-	epoch, err := strconv.ParseUint(vals[3], 10, 32)
-	if err != nil || epoch == 0 {
-		return nil, bad("epoch is not a positive number")
+	parse := func(e, k string) (*masterKey, error) {
+		epoch, err := strconv.ParseUint(e, 10, 32)
+		if err != nil || epoch == 0 || strconv.FormatUint(epoch, 10) != e {
+			return nil, bad("epoch is not a positive number")
+		}
+		var raw [KeySize]byte
+		if err := decodeHexInto(raw[:], strings.ToLower(k)); err != nil || hex.EncodeToString(raw[:]) != k {
+			return nil, bad("key is not 64 lowercase hex digits")
+		}
+		return newMasterKey(repoID, uint32(epoch), raw), nil
 	}
-	var raw [KeySize]byte
-	if err := decodeHexInto(raw[:], vals[4]); err != nil {
-		return nil, bad("key: " + err.Error())
+	var kf keyFile
+	var err error
+	if kf.cur, err = parse(vals[3], vals[4]); err != nil {
+		return keyFile{}, err
 	}
-	return newMasterKey(repoID, uint32(epoch), raw), nil
+	if i == len(want) {
+		if kf.next, err = parse(vals[5], vals[6]); err != nil {
+			return keyFile{}, err
+		}
+		if kf.next.epoch != kf.cur.epoch+1 {
+			return keyFile{}, bad("next-epoch must follow epoch")
+		}
+	}
+	return kf, nil
 }
 
 func decodeHexInto(dst []byte, s string) error {
@@ -140,18 +180,26 @@ func decodeHexInto(dst []byte, s string) error {
 
 // readMasterKeyFile reads and parses the key file at path.
 func readMasterKeyFile(path string) (*masterKey, error) {
+	kf, err := readKeyFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return kf.cur, nil
+}
+
+func readKeyFile(path string) (keyFile, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s does not exist", ErrNoMasterKey, path)
+			return keyFile{}, fmt.Errorf("%w: %s does not exist", ErrNoMasterKey, path)
 		}
-		return nil, fmt.Errorf("read master key file: %w", err)
+		return keyFile{}, fmt.Errorf("read master key file: %w", err)
 	}
-	mk, err := decodeMasterKeyFile(data)
+	kf, err := decodeKeyFile(data)
 	if err != nil {
-		return nil, fmt.Errorf("master key file %s: %w", path, err)
+		return keyFile{}, fmt.Errorf("master key file %s: %w", path, err)
 	}
-	return mk, nil
+	return kf, nil
 }
 
 // writeFileDurable writes data to path atomically (temporary name in the same

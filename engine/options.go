@@ -88,6 +88,9 @@ type Options struct {
 	Command string
 	// Actor names who runs the command, for the audit trail ("" = OS user).
 	Actor string
+	// Escrow lists further copies of the master key file that a rotation
+	// rewrites (env COFFER_MASTER_KEY_ESCROW in the CLI).
+	Escrow []string
 	// Now returns the current time; nil means time.Now. Tests set it.
 	Now func() time.Time
 	// Warn receives warnings (a missing drive, ...); nil discards them.

@@ -58,13 +58,13 @@ func (p *packer) take() *pendingPack {
 // all k+m shards durable on their drives, then one synced index batch with
 // the pack record and every blob location. A crash in between leaves
 // unindexed shards that check reports as orphans and scrub --repair removes.
-func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (int64, error) {
+func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (repo.PackInfo, error) {
 	e := t.e
 	var id repo.PackID
 	randomBytes(id[:])
 	enc, err := repo.Encode(e.cfg.K, e.cfg.M, pp.data)
 	if err != nil {
-		return 0, fmt.Errorf("encode pack: %w", err)
+		return repo.PackInfo{}, fmt.Errorf("encode pack: %w", err)
 	}
 	hdr := &packHeader{
 		Tenant: t.id, Pack: id, K: e.cfg.K, M: e.cfg.M, BlockSize: uint32(e.cfg.BlockSize),
@@ -76,7 +76,7 @@ func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (int64, error) 
 	trailer := sealRaw(&t.keys.meta, headerAD(t.id, id), compress(hdr.encode()))
 	info, err := e.rp().WritePack(ctx, t.container(), id, enc, trailer)
 	if err != nil {
-		return 0, fmt.Errorf("write pack: %w", err)
+		return repo.PackInfo{}, fmt.Errorf("write pack: %w", err)
 	}
 	rec := index.PackRec{
 		ID: index.PackID(id), K: uint8(info.K), M: uint8(info.M), BlockSize: uint32(info.BlockSize),
@@ -94,9 +94,45 @@ func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (int64, error) 
 		b.PutBlob(t.id, bl.ID, index.BlobLoc{Pack: rec.ID, Type: index.BlobType(bl.Type), Offset: bl.Offset, Length: bl.Length, RawLength: bl.Raw})
 	}
 	if err := b.Commit(); err != nil {
-		return 0, fmt.Errorf("index pack %s: %w", id, err)
+		return repo.PackInfo{}, fmt.Errorf("index pack %s: %w", id, err)
 	}
-	return int64(info.ShardLen) * int64(info.K+info.M), nil
+	return info, nil
+}
+
+// dropPacks removes packs this process just wrote and indexed, that nothing
+// references yet (a backup rolled back): index entries first, then shards, so
+// a crash in between leaves only unindexed shards (notes for check, removed
+// by scrub --repair).
+func (t *Tenant) dropPacks(ctx context.Context, packs []repo.PackInfo, blobs [][]packBlob) error {
+	b := t.e.db.NewBatch()
+	defer b.Close()
+	for i, p := range packs {
+		b.DeletePack(t.id, index.PackID(p.ID))
+		for _, bl := range blobs[i] {
+			b.DeleteBlob(t.id, bl.ID)
+		}
+	}
+	if err := b.Commit(); err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range packs {
+		if err := t.e.rp().DeletePack(ctx, p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// storedBytes is the tenant's stored data before parity: the sum of its
+// packs' lengths.
+func (t *Tenant) storedBytes() (int64, error) {
+	var n int64
+	err := t.e.db.Packs(t.id, func(rec index.PackRec) error {
+		n += int64(rec.DataLen)
+		return nil
+	})
+	return n, err
 }
 
 func packInfo(container string, rec index.PackRec) repo.PackInfo {

@@ -17,6 +17,8 @@ import (
 const (
 	StateActive = "active"
 	StateLocked = "locked"
+	// stateShredded marks a tombstone: the tenant's key is destroyed.
+	stateShredded = "shredded"
 )
 
 // tenantMeta is the sealed body of a tenant record (JSON inside the seal).
@@ -74,7 +76,14 @@ type tenantEntry struct {
 
 func (e *Engine) openTenantRec(rec index.TenantRec) (*tenantEntry, error) {
 	r := &record{Kind: recTenant, Version: rec.Version, Body: rec.Meta}
-	body, err := openRecord(&e.mk.admin, r, rec.ID, tenantRecordName(rec.ID))
+	if len(rec.Wrapped) == 0 {
+		r.Flags = recFlagTombstone
+	}
+	mk, err := e.mkFor(rec.Epoch)
+	if err != nil {
+		return nil, fmt.Errorf("tenant %x: %w", rec.ID[:], err)
+	}
+	body, err := openRecord(&mk.admin, r, rec.ID, tenantRecordName(rec.ID))
 	if err != nil {
 		return nil, fmt.Errorf("tenant %x: %w", rec.ID[:], err)
 	}
@@ -82,11 +91,27 @@ func (e *Engine) openTenantRec(rec index.TenantRec) (*tenantEntry, error) {
 	if err := json.Unmarshal(body, &m); err != nil {
 		return nil, fmt.Errorf("%w: tenant %x metadata", ErrCorrupt, rec.ID[:])
 	}
+	if r.tombstone() {
+		m.State = stateShredded
+	}
 	return &tenantEntry{rec: rec, meta: m}, nil
 }
 
-// tenantEntries decodes every tenant record of the index.
+// tenantEntries decodes every live tenant record of the index (tombstones of
+// shredded tenants are left out).
 func (e *Engine) tenantEntries() ([]*tenantEntry, error) {
+	all, err := e.allTenantEntries()
+	var out []*tenantEntry
+	for _, te := range all {
+		if te.meta.State != stateShredded {
+			out = append(out, te)
+		}
+	}
+	return out, err
+}
+
+// allTenantEntries decodes every tenant record, tombstones included.
+func (e *Engine) allTenantEntries() ([]*tenantEntry, error) {
 	var out []*tenantEntry
 	err := e.db.Tenants(func(rec index.TenantRec) error {
 		te, err := e.openTenantRec(rec)
@@ -112,15 +137,25 @@ func (e *Engine) findTenant(name string) (*tenantEntry, error) {
 	return nil, fmt.Errorf("%w: %q (see coffer tenant list)", ErrTenantNotFound, name)
 }
 
-// putTenant writes a new version of a tenant record: drives first, then the
-// index, so the index never holds a version the drives do not.
+// putTenant writes a new version of a tenant record, sealed under the admin
+// key of the master-key epoch m.Epoch: drives first, then the index, so the
+// index never holds a version the drives do not. A record without a wrapped
+// key is a tombstone.
 func (e *Engine) putTenant(ctx context.Context, id [16]byte, version uint64, m *tenantMeta) error {
+	mk, err := e.mkFor(m.Epoch)
+	if err != nil {
+		return err
+	}
 	body, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
+	var flags byte
+	if len(m.Wrapped) == 0 {
+		flags = recFlagTombstone
+	}
 	name := tenantRecordName(id)
-	rec := sealRecord(&e.mk.admin, recTenant, 0, version, id, name, body)
+	rec := sealRecord(&mk.admin, recTenant, flags, version, id, name, body)
 	if err := e.rp().PutRecord(ctx, name, rec); err != nil {
 		return fmt.Errorf("write tenant record to drives: %w", err)
 	}
@@ -138,7 +173,7 @@ func (e *Engine) CreateTenant(ctx context.Context, name string, o TenantOptions)
 	if o.Quota < 0 {
 		return nil, invalidf("quota %d is negative", o.Quota)
 	}
-	unlock := e.lockTenant([16]byte{}) // tenant creation is serialised
+	unlock := e.lockTenant(tenantAdmin)
 	defer unlock()
 	if _, err := e.findTenant(name); err == nil {
 		return nil, fmt.Errorf("%w: %q", ErrTenantExists, name)
@@ -149,13 +184,17 @@ func (e *Engine) CreateTenant(ctx context.Context, name string, o TenantOptions)
 	randomBytes(id[:])
 	var tk [KeySize]byte
 	randomBytes(tk[:])
+	mk := e.currentKey()
 	m := &tenantMeta{
 		Name: name, Contact: o.Contact, Quota: o.Quota, State: StateActive,
-		Created: e.now().UTC().Truncate(time.Second), Epoch: e.mk.epoch,
-		Wrapped: wrapTenantKey(e.mk, id, &tk),
+		Created: e.now().UTC().Truncate(time.Second), Epoch: mk.epoch,
+		Wrapped: wrapTenantKey(mk, id, &tk),
 	}
 	if err := e.putTenant(ctx, id, 1, m); err != nil {
 		return nil, err
+	}
+	if err := e.logAudit(ctx, "tenant.create", id, nil, ""); err != nil {
+		return nil, fmt.Errorf("the tenant was created, but %w", err)
 	}
 	return e.info(&tenantEntry{rec: index.TenantRec{ID: id}, meta: *m}), nil
 }
@@ -189,10 +228,11 @@ func (e *Engine) Tenants(ctx context.Context) ([]TenantInfo, error) {
 // Tenant is an open tenant: the handle through which its data is read and
 // written. It is safe for concurrent use.
 type Tenant struct {
-	e    *Engine
-	id   [16]byte
-	name string
-	keys *tenantKeys
+	e     *Engine
+	id    [16]byte
+	name  string
+	quota int64
+	keys  *tenantKeys
 }
 
 // OpenTenant opens the tenant called name for data access. A locked tenant
@@ -208,20 +248,31 @@ func (e *Engine) OpenTenant(ctx context.Context, name string) (*Tenant, error) {
 	return e.tenantHandle(te)
 }
 
-func (e *Engine) tenantHandle(te *tenantEntry) (*Tenant, error) {
-	if te.meta.Epoch != e.mk.epoch {
-		return nil, fmt.Errorf("%w: tenant %q key is wrapped under master key epoch %d, the key file has epoch %d", ErrWrongKey, te.meta.Name, te.meta.Epoch, e.mk.epoch)
-	}
-	tk, err := unwrapTenantKey(e.mk, te.rec.ID, te.meta.Wrapped)
+// tenantKey unwraps a tenant's key under the master-key epoch it names.
+// The caller clears it after use.
+func (e *Engine) tenantKey(te *tenantEntry) (*[KeySize]byte, error) {
+	mk, err := e.mkFor(te.meta.Epoch)
 	if err != nil {
 		return nil, fmt.Errorf("tenant %q: %w", te.meta.Name, err)
+	}
+	tk, err := unwrapTenantKey(mk, te.rec.ID, te.meta.Wrapped)
+	if err != nil {
+		return nil, fmt.Errorf("tenant %q: %w", te.meta.Name, err)
+	}
+	return tk, nil
+}
+
+func (e *Engine) tenantHandle(te *tenantEntry) (*Tenant, error) {
+	tk, err := e.tenantKey(te)
+	if err != nil {
+		return nil, err
 	}
 	keys, err := deriveTenantKeys(te.rec.ID, tk)
 	*tk = [KeySize]byte{}
 	if err != nil {
 		return nil, err
 	}
-	return &Tenant{e: e, id: te.rec.ID, name: te.meta.Name, keys: keys}, nil
+	return &Tenant{e: e, id: te.rec.ID, name: te.meta.Name, quota: te.meta.Quota, keys: keys}, nil
 }
 
 // Name returns the tenant's name.

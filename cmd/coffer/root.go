@@ -60,6 +60,7 @@ packed and Reed-Solomon coded across drives in different racks.
 		newScrubCmd(g),
 		newIndexCmd(g),
 		newDriveCmd(g),
+		newKeyCmd(g),
 	)
 	for _, c := range root.Commands() {
 		addExitHelp(c)
@@ -114,8 +115,15 @@ func (g *globals) open(cmd *cobra.Command) (*engine.Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	var escrow []string
+	for _, p := range filepath.SplitList(os.Getenv("COFFER_MASTER_KEY_ESCROW")) {
+		if p = strings.TrimSpace(p); p != "" {
+			escrow = append(escrow, p)
+		}
+	}
 	return engine.Open(dir, engine.Options{
 		MasterKeyFile: g.keyFile,
+		Escrow:        escrow,
 		RetryLock:     g.retryLock,
 		Command:       "coffer " + cmd.Name(),
 		Warn:          g.stderr,
