@@ -66,7 +66,7 @@ var auditErrorClasses = []error{
 	ErrTenantLocked, ErrTenantNotFound, ErrTenantExists, ErrSnapshotNotFound,
 	ErrAmbiguous, ErrPathNotFound, ErrPartialBackup, ErrCheckFailed, ErrDamage,
 	ErrWrongKey, ErrNoMasterKey, ErrBadKeyFile, ErrRepoLocked, ErrInvalid,
-	ErrAuth, ErrCorrupt,
+	ErrAuth, ErrCorrupt, ErrQuotaExceeded, repo.ErrDriveFull, repo.ErrTooFewDrives, repo.ErrTooFewShards,
 }
 
 // auditOutcome is the outcome text of an entry: "ok" for nil, else
@@ -684,19 +684,23 @@ func (s *auditStore) append(ctx context.Context, in auditInput) error {
 	}
 	var toIndex []*auditRec // entries for the index batch, in order
 	if dpresent && dhead.seq > head.seq {
-		if dhead.seq != head.seq+1 {
-			return fmt.Errorf("%w: the audit log in the index ends at entry %d but the drives' head is entry %d (run coffer index rebuild)", ErrCorrupt, head.seq, dhead.seq)
+		// Writes that reached the drives but not the index (an append of a
+		// linking entry and its action writes two): adopt them in order,
+		// each verified against the chain.
+		for seq := head.seq + 1; seq <= dhead.seq; seq++ {
+			a, err := s.driveEntry(ctx, seq, head.mac, ks.keys)
+			if err != nil {
+				return err
+			}
+			if a == nil {
+				return fmt.Errorf("%w: the audit log in the index ends at entry %d, the drives' head is entry %d, and entry %d is missing from the drives (run coffer index rebuild)", ErrCorrupt, head.seq, dhead.seq, seq)
+			}
+			toIndex = append(toIndex, a)
+			last, head = a, auditPos{a.seq, a.mac}
 		}
-		// A write that reached the drives but not the index: adopt it.
-		a, err := s.driveEntry(ctx, dhead.seq, head.mac, ks.keys)
-		if err != nil {
-			return err
-		}
-		if a == nil || a.mac != dhead.mac {
+		if head.mac != dhead.mac {
 			return fmt.Errorf("%w: the drives' audit head names entry %d, which does not verify", ErrCorrupt, dhead.seq)
 		}
-		toIndex = append(toIndex, a)
-		last, head = a, auditPos{a.seq, a.mac}
 	}
 
 	var fresh []*auditRec
@@ -994,6 +998,9 @@ func (e *Engine) VerifyAudit(ctx context.Context, anchors ...AuditAnchor) (*Audi
 		}
 		rep.problem("reading the audit log stopped: %v", err)
 	}
+	if ks.foundNone && (rep.Entries > 0 || ipresent || dpresent) {
+		rep.problem("the audit keys are missing from the index and the drives")
+	}
 	var end uint64
 	if last != nil {
 		end = last.seq
@@ -1118,7 +1125,8 @@ type AuditRecovery struct {
 // counted, not an error (VerifyAudit then reports it). It writes the index
 // head as the drives' head when that verifies, else as the last entry
 // recovered. r, db and mk are the rebuild's drive set, new index and master
-// key.
+// key; an index rebuild calls it before it writes the config, and nothing
+// else may write the audit log of db meanwhile.
 func recoverAudit(ctx context.Context, r *repo.Repo, db *index.DB, mk *masterKey) (*AuditRecovery, error) {
 	s := &auditStore{rp: r, db: db, mk: mk}
 	rec := &AuditRecovery{}
@@ -1205,12 +1213,4 @@ func recoverAudit(ctx context.Context, r *repo.Repo, db *index.DB, mk *masterKey
 		return nil, fmt.Errorf("write recovered audit log: %w", err)
 	}
 	return rec, nil
-}
-
-// recoverAudit copies the audit log from the engine's drives into its
-// index (see the function recoverAudit).
-func (e *Engine) recoverAudit(ctx context.Context) (*AuditRecovery, error) {
-	unlock := e.auditLock()
-	defer unlock()
-	return recoverAudit(ctx, e.rp(), e.db, e.currentKey())
 }

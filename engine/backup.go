@@ -163,7 +163,14 @@ func (t *Tenant) BackupStream(ctx context.Context, r io.Reader, name string, o B
 
 // runBackup runs the pipeline around walk, which produces the root folder.
 // scanPaths are counted for progress totals (nil: nothing to scan).
-func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o BackupOptions, walk func(*backup) *future) (*Snapshot, error) {
+func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o BackupOptions, walk func(*backup) *future) (s *Snapshot, err error) {
+	defer func() {
+		detail := ""
+		if s != nil {
+			detail = fmt.Sprintf("snapshot=%s files=%d bytes=%d added=%d", s.ID, s.Stats.Files, s.Stats.Bytes, s.Stats.BytesStored)
+		}
+		err = t.e.audited(ctx, "backup", t.id, detail, err)
+	}()
 	unlock := t.e.lockTenant(t.id)
 	defer unlock()
 	start := t.e.now()
@@ -265,7 +272,7 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 		return nil, errors.New("engine: backup pipeline ended before the root tree was stored")
 	}
 
-	s := &Snapshot{
+	s = &Snapshot{
 		Time: o.Time, Host: o.Host, Paths: paths, Tags: o.Tags, Excludes: o.Excludes,
 		Username: osUser(), Tree: fmt.Sprintf("%x", root.node.Subtree[:]), Program: ProgramVersion,
 	}

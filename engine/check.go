@@ -146,9 +146,36 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOptions, rep *CheckReport, prog *Progress, problem func(string, ...any)) {
 	p := packInfo(t.container(), rec)
 	var trailer []byte
+	// Shards never written or on drives the operator marked failed are
+	// known reduced redundancy; a drive that is merely unavailable is damage.
+	failed := map[repo.DriveID]bool{}
+	for _, d := range t.e.Drives() {
+		if d.State == driveFailed {
+			id, _ := repo.ParseDriveID(d.ID)
+			failed[id] = true
+		}
+	}
+	degraded := map[int]bool{}
+	for i, d := range p.Drives {
+		if d == (repo.DriveID{}) || failed[d] {
+			degraded[i] = true
+		}
+	}
+	good := 0
+	defer func() {
+		if good < p.K {
+			problem("pack %s has %d good shards, fewer than the %d needed to read it", p.ID, good, p.K)
+		}
+	}()
 	for i, d := range p.Drives {
 		rep.Shards++
 		prog.Files.Add(1)
+		if degraded[i] {
+			// A shard never written (a backup with a drive down) or on a
+			// drive marked failed: known reduced redundancy, not damage.
+			rep.Notes = append(rep.Notes, fmt.Sprintf("tenant %s: pack %s shard %d is not on a drive in service (below full redundancy; scrub --repair rewrites it)", t.ID()[:8], p.ID, i))
+			continue
+		}
 		hdr, tr, err := t.e.rp().ReadShardTrailer(ctx, d, p.Container, p.ID, i)
 		if err != nil {
 			problem("pack %s shard %d on drive %s: %v", p.ID, i, d, err)
@@ -165,13 +192,14 @@ func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOption
 			}
 			prog.Bytes.Add(p.ShardLen)
 		}
+		if _, err := t.openPackHeader(p.ID, tr); err != nil {
+			problem("pack %s shard %d on drive %s: sealed pack header: %v", p.ID, i, d, err)
+			continue
+		}
 		if trailer == nil {
-			if _, err := t.openPackHeader(p.ID, tr); err != nil {
-				problem("pack %s shard %d on drive %s: sealed pack header: %v", p.ID, i, d, err)
-				continue
-			}
 			trailer = tr
 		}
+		good++
 	}
 	if trailer == nil {
 		return

@@ -72,3 +72,30 @@ func (e *Engine) rp() *repo.Repo {
 	defer e.mu.Unlock()
 	return e.repo
 }
+
+func (e *Engine) reservePercent() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cfg.ReservePercent == 0 {
+		return DefaultReservePercent
+	}
+	return e.cfg.ReservePercent
+}
+
+// storedDrivePath is how a drive path is kept in the config: relative to the
+// repository folder when the drive lies inside it (the default layout), so
+// the folder can be moved or copied whole; absolute otherwise.
+func storedDrivePath(dir, abs string) string {
+	if rel, err := filepath.Rel(dir, abs); err == nil && filepath.IsLocal(rel) {
+		return rel
+	}
+	return abs
+}
+
+// resolveDrivePath turns a configured drive path into an absolute one.
+func resolveDrivePath(dir, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}

@@ -131,7 +131,7 @@ func (e *Engine) FailDrive(ctx context.Context, ref string) (DriveInfo, error) {
 	if err := e.logAudit(ctx, "drive.fail", [16]byte{}, nil, "drive="+d.ID); err != nil {
 		return DriveInfo{}, fmt.Errorf("drive %s is marked failed, but %w", d.ID, err)
 	}
-	return DriveInfo{ID: d.ID, Rack: d.Rack, Path: d.Path, State: d.State}, nil
+	return DriveInfo{ID: d.ID, Rack: d.Rack, Path: resolveDrivePath(e.dir, d.Path), State: d.State}, nil
 }
 
 // AddDrive adds the folder path (created if missing) as a new drive in rack.
@@ -148,7 +148,7 @@ func (e *Engine) AddDrive(ctx context.Context, rack, path string) (DriveInfo, st
 	}
 	e.mu.Lock()
 	for _, d := range e.cfg.Drives {
-		if d.Path == path {
+		if resolveDrivePath(e.dir, d.Path) == path {
 			e.mu.Unlock()
 			return DriveInfo{}, "", invalidf("%s is already drive %s", path, d.ID)
 		}
@@ -187,7 +187,7 @@ func (e *Engine) AddDrive(ctx context.Context, rack, path string) (DriveInfo, st
 			}
 		}
 	}
-	d := driveConfig{ID: id.String(), Rack: rack, Path: path, State: driveActive}
+	d := driveConfig{ID: id.String(), Rack: rack, Path: storedDrivePath(e.dir, path), State: driveActive}
 	var warning string
 	err = e.updateConfig(ctx, func(c *config) error {
 		c.Drives = append(c.Drives, d)
@@ -200,5 +200,5 @@ func (e *Engine) AddDrive(ctx context.Context, rack, path string) (DriveInfo, st
 	if err := e.logAudit(ctx, "drive.add", [16]byte{}, nil, "drive="+d.ID); err != nil {
 		return DriveInfo{}, "", fmt.Errorf("drive %s was added, but %w", d.ID, err)
 	}
-	return DriveInfo{ID: d.ID, Rack: d.Rack, Path: d.Path, State: d.State}, warning, nil
+	return DriveInfo{ID: d.ID, Rack: d.Rack, Path: path, State: d.State}, warning, nil
 }

@@ -58,11 +58,14 @@ type config struct {
 	GraceSeconds int64  `json:"grace_period_seconds"`
 	// RotatingTo and NextCheck describe a master-key rotation in progress;
 	// PendingShred lists tenants (ID hex) whose shred has not completed.
-	RotatingTo   uint32        `json:"rotating_to,omitempty"`
-	NextCheck    string        `json:"next_master_key_check,omitempty"`
-	PendingShred []string      `json:"pending_shred,omitempty"`
-	Created      time.Time     `json:"created"`
-	Drives       []driveConfig `json:"drives"`
+	RotatingTo   uint32   `json:"rotating_to,omitempty"`
+	NextCheck    string   `json:"next_master_key_check,omitempty"`
+	PendingShred []string `json:"pending_shred,omitempty"`
+	// ReservePercent of every drive is kept free by backups for prune,
+	// repair and shred (0 in an old config means the default).
+	ReservePercent int           `json:"drive_reserve_percent,omitempty"`
+	Created        time.Time     `json:"created"`
+	Drives         []driveConfig `json:"drives"`
 }
 
 type driveConfig struct {
@@ -163,7 +166,8 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 		Format: "coffer", Version: 1, Repository: hex.EncodeToString(repoID[:]), Record: 1,
 		K: o.DataShards, M: o.ParityShards, PackSize: o.PackSize, BlockSize: DefaultBlockSize,
 		MKEpoch: 1, MKCheck: mk.checkHex(), GraceSeconds: int64(DefaultGracePeriod / time.Second),
-		Created: time.Now().UTC().Truncate(time.Second),
+		ReservePercent: DefaultReservePercent,
+		Created:        time.Now().UTC().Truncate(time.Second),
 	}
 	res := &InitResult{Repository: cfg.Repository, MasterKeyFile: keyFile}
 	seen := map[string]bool{}
@@ -192,7 +196,7 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 		if err := repo.WriteIdentity(ctx, drv, repo.Identity{Repository: repoID, Drive: id, Rack: d.Rack}); err != nil {
 			return nil, fmt.Errorf("drive %s: %w", p, err)
 		}
-		cfg.Drives = append(cfg.Drives, driveConfig{ID: id.String(), Rack: d.Rack, Path: p, State: driveActive})
+		cfg.Drives = append(cfg.Drives, driveConfig{ID: id.String(), Rack: d.Rack, Path: storedDrivePath(dir, p), State: driveActive})
 		members = append(members, repo.Member{ID: id, Rack: d.Rack, Drive: drv})
 	}
 	if w := rackWarning(cfg.Drives, cfg.K, cfg.M); w != "" {
@@ -235,7 +239,7 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 		return nil, err
 	}
 	for _, d := range cfg.Drives {
-		res.Drives = append(res.Drives, DriveInfo{ID: d.ID, Rack: d.Rack, Path: d.Path, State: d.State})
+		res.Drives = append(res.Drives, DriveInfo{ID: d.ID, Rack: d.Rack, Path: resolveDrivePath(dir, d.Path), State: d.State})
 	}
 	return res, nil
 }
@@ -351,7 +355,8 @@ func (e *Engine) openDrives() (*repo.Repo, error) {
 
 func (e *Engine) openDrive(ctx context.Context, d driveConfig, id repo.DriveID) (repo.Drive, error) {
 	var drv repo.Drive
-	dd, err := repo.NewDirDrive(d.Path)
+	path := resolveDrivePath(e.dir, d.Path)
+	dd, err := repo.NewDirDrive(path)
 	if err != nil {
 		return nil, err
 	}
@@ -364,7 +369,7 @@ func (e *Engine) openDrive(ctx context.Context, d driveConfig, id repo.DriveID) 
 		return nil, err
 	}
 	if ident.Repository != e.cfg.repoID() || ident.Drive != id {
-		return nil, fmt.Errorf("%w: %s carries drive %s of repository %x", repo.ErrForeignDrive, d.Path, ident.Drive, ident.Repository[:])
+		return nil, fmt.Errorf("%w: %s carries drive %s of repository %x", repo.ErrForeignDrive, path, ident.Drive, ident.Repository[:])
 	}
 	return drv, nil
 }
@@ -401,7 +406,7 @@ func (e *Engine) Drives() []DriveInfo {
 	defer e.mu.Unlock()
 	var out []DriveInfo
 	for _, d := range e.cfg.Drives {
-		out = append(out, DriveInfo{ID: d.ID, Rack: d.Rack, Path: d.Path, State: d.State})
+		out = append(out, DriveInfo{ID: d.ID, Rack: d.Rack, Path: resolveDrivePath(e.dir, d.Path), State: d.State})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out

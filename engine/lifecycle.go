@@ -13,6 +13,18 @@ import (
 	"coffer/repo"
 )
 
+// audited appends an audit entry for an action that ended with err and
+// returns err, or, if the entry cannot be written, an error saying so.
+func (e *Engine) audited(ctx context.Context, action string, tenant [16]byte, detail string, err error) error {
+	if aerr := e.logAudit(context.WithoutCancel(ctx), action, tenant, err, detail); aerr != nil {
+		if err != nil {
+			return errors.Join(err, aerr)
+		}
+		return fmt.Errorf("%s was done, but %w", action, aerr)
+	}
+	return err
+}
+
 // LockTenant locks a tenant: no data in or out (every data command fails
 // with ErrTenantLocked) until UnlockTenant, and after the grace period a
 // sweep shreds it. The lock time is recorded.
@@ -32,7 +44,8 @@ func (e *Engine) LockTenant(ctx context.Context, name string) (*TenantInfo, erro
 	now := e.now().UTC().Truncate(time.Second)
 	te.meta.State = StateLocked
 	te.meta.LockedAt = &now
-	if err := e.putTenant(ctx, te.rec.ID, te.rec.Version+1, &te.meta); err != nil {
+	err = e.putTenant(ctx, te.rec.ID, te.rec.Version+1, &te.meta)
+	if err = e.audited(ctx, "tenant.lock", te.rec.ID, "", err); err != nil {
 		return nil, err
 	}
 	return e.info(te), nil
@@ -56,7 +69,8 @@ func (e *Engine) UnlockTenant(ctx context.Context, name string) (*TenantInfo, er
 	}
 	te.meta.State = StateActive
 	te.meta.LockedAt = nil
-	if err := e.putTenant(ctx, te.rec.ID, te.rec.Version+1, &te.meta); err != nil {
+	err = e.putTenant(ctx, te.rec.ID, te.rec.Version+1, &te.meta)
+	if err = e.audited(ctx, "tenant.unlock", te.rec.ID, "", err); err != nil {
 		return nil, err
 	}
 	return e.info(te), nil
@@ -85,7 +99,8 @@ func (e *Engine) UpdateTenant(ctx context.Context, name string, u TenantUpdate) 
 		}
 		te.meta.Quota = *u.Quota
 	}
-	if err := e.putTenant(ctx, te.rec.ID, te.rec.Version+1, &te.meta); err != nil {
+	err = e.putTenant(ctx, te.rec.ID, te.rec.Version+1, &te.meta)
+	if err = e.audited(ctx, "tenant.set", te.rec.ID, fmt.Sprintf("quota=%d", te.meta.Quota), err); err != nil {
 		return nil, err
 	}
 	return e.info(te), nil
@@ -239,6 +254,9 @@ func (e *Engine) finish(ctx context.Context, shred []*tenantEntry) (*ShredReport
 		if err := e.deleteTenantData(ctx, tid); err != nil {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("tenant %s: %v (scrub --repair removes what is left)", id[:8], err))
 		}
+		if err := e.audited(ctx, "tenant.shred", tid, fmt.Sprintf("destroyed_epoch=%d", rep.DestroyedEpoch), nil); err != nil {
+			return rep, err
+		}
 		rep.Shredded = append(rep.Shredded, id)
 	}
 
@@ -317,6 +335,10 @@ func (e *Engine) rotate(ctx context.Context, rep *ShredReport) error {
 			return fmt.Errorf("re-wrap tenant %x: %w", te.rec.ID[:4], err)
 		}
 	}
+	// The audit keys follow, sealed under both epochs until the switch.
+	if err := e.rewrapAuditKey(ctx, next); err != nil {
+		return fmt.Errorf("re-wrap the audit keys: %w", err)
+	}
 	// Switch the config to the new epoch.
 	if err := e.updateConfig(ctx, func(c *config) error {
 		c.MKEpoch = next.epoch
@@ -335,7 +357,8 @@ func (e *Engine) rotate(ctx context.Context, rep *ShredReport) error {
 		return err
 	}
 	rep.DestroyedEpoch, rep.NewEpoch = next.epoch-1, next.epoch
-	return nil
+	// The linking entry: the chain continues under the new epoch.
+	return e.audited(ctx, "key.rotate", tenantAdmin, "", nil)
 }
 
 // writeKeyFiles writes kf to the master key file and every escrow copy,

@@ -19,6 +19,8 @@ const (
 	DefaultDrives       = 6
 	DefaultRacks        = 3
 	DefaultGracePeriod  = 28 * 24 * time.Hour
+	// DefaultReservePercent of each drive is kept free for clean-up.
+	DefaultReservePercent = 2
 
 	minPackSize = 1 << 20
 	maxPackSize = 512 << 20

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"coffer/index"
@@ -43,17 +44,23 @@ type RebuildOptions struct {
 // RebuildReport says what Rebuild recovered.
 type RebuildReport struct {
 	Repository string   `json:"repository"`
-	Drives     int      `json:"drives"`         // drive folders read
-	Missing    []string `json:"drives_missing"` // configured drives not found (ID and last known path)
-	Tenants    int      `json:"tenants"`        // tenant records indexed
-	Shredded   int      `json:"tenants_deleted"`
+	Drives     int      `json:"drives"`          // drive folders read
+	Missing    []string `json:"drives_missing"`  // configured drives not found (ID and last known path)
+	Tenants    int      `json:"tenants"`         // tenant records indexed
+	Shredded   int      `json:"tenants_deleted"` // tombstones of shredded tenants indexed
 	Packs      int      `json:"packs"`
 	Blobs      int      `json:"blobs"`
 	Snapshots  int      `json:"snapshots"`
 	Forgotten  int      `json:"snapshots_forgotten"` // snapshot records whose newest version is a tombstone
 	Ignored    int      `json:"records_ignored"`     // record copies that failed to decode or authenticate
 	Unreadable int      `json:"shards_unreadable"`   // shards whose header or sealed pack header could not be read
-	Foreign    int      `json:"shards_unknown"`      // shards of containers that belong to no indexed tenant
+	Foreign    int      `json:"shards_unknown"`      // shards of containers that belong to no live tenant
+	// AuditEntries were copied from the drives; AuditMissing are sequence
+	// numbers up to the drives' head with no valid copy.
+	AuditEntries uint64 `json:"audit_entries"`
+	AuditMissing uint64 `json:"audit_missing"`
+	// AuditError says why the audit log could not be recovered ("" if it was).
+	AuditError string `json:"audit_error,omitempty"`
 	// MovedAside is where the previous index folder was moved ("" if there
 	// was none). Rebuild never deletes an index.
 	MovedAside string   `json:"moved_aside,omitempty"`
@@ -102,11 +109,13 @@ func CanRebuild(dir string) bool {
 //
 //   - the repository config from the r/config records (highest version);
 //   - tenant records from r/tenants/* (highest valid version; a tombstone
-//     means the tenant was deleted);
+//     means the tenant was shredded: its tombstone is indexed, its data not);
 //   - every pack of every tenant from the sealed pack header that each of its
 //     shards carries, with the drives on which its shards are found now;
 //   - snapshot records from t/<tenant>/s/* (highest valid version; a
-//     tombstone means the snapshot was forgotten and it is not indexed).
+//     tombstone means the snapshot was forgotten and it is not indexed);
+//   - the audit log (recoverAudit); one that cannot be recovered is
+//     reported in the report's AuditError, not an error.
 //
 // It takes the repository lock, reads the drives and never writes to them.
 // When o.Drives is given, dir is created if needed (the head node was lost).
@@ -136,7 +145,7 @@ func Rebuild(ctx context.Context, dir string, o RebuildOptions) (*RebuildReport,
 	if keyFile == "" {
 		keyFile = defaultKeyFile(dir)
 	}
-	mk, err := readMasterKeyFile(keyFile)
+	kf, err := readKeyFile(keyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +164,8 @@ func Rebuild(ctx context.Context, dir string, o RebuildOptions) (*RebuildReport,
 	}
 	defer releaseLock(lock)
 
-	rb := &rebuilder{dir: dir, o: o, mk: mk, rep: &RebuildReport{Repository: hex.EncodeToString(mk.repo[:]), Missing: []string{}, Warnings: []string{}}}
+	rb := &rebuilder{dir: dir, o: o, keyFile: keyFile, repoID: kf.cur.repo,
+		rep: &RebuildReport{Repository: hex.EncodeToString(kf.cur.repo[:]), Missing: []string{}, Warnings: []string{}}}
 	if err := rb.run(ctx); err != nil {
 		return nil, err
 	}
@@ -164,10 +174,11 @@ func Rebuild(ctx context.Context, dir string, o RebuildOptions) (*RebuildReport,
 
 // rebuilder holds the state of one Rebuild. It is used from one goroutine.
 type rebuilder struct {
-	dir string
-	o   RebuildOptions
-	mk  *masterKey
-	rep *RebuildReport
+	dir     string
+	o       RebuildOptions
+	keyFile string
+	repoID  [16]byte // the master key's repository
+	rep     *RebuildReport
 
 	found     map[repo.DriveID]*foundDrive // drives whose identity matches the key's repository
 	cfg       config
@@ -176,7 +187,7 @@ type rebuilder struct {
 	r         *repo.Repo    // every found drive of the config, in service
 	placement *repo.Repo    // the config's active drives, to predict where shards went
 
-	e       *Engine            // a partial engine (mk, cfg, db, repo) for the record helpers
+	e       *Engine            // a partial engine (keys, cfg, db, repo) for the record helpers
 	tenants map[string]*Tenant // by container (tenant ID hex)
 	b       *index.Batch       // the open batch
 	pending map[[32]byte]bool  // tenant ‖ pack IDs in the open batch
@@ -220,7 +231,7 @@ func (rb *rebuilder) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create the new index: %w", err)
 	}
-	rb.e = &Engine{dir: rb.dir, db: db, repo: rb.r, mk: rb.mk, cfg: rb.cfg}
+	rb.e.db, rb.e.repo, rb.e.cfg = db, rb.r, rb.cfg
 	err = rb.recover(ctx)
 	if cerr := db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close the new index: %w", cerr)
@@ -247,6 +258,24 @@ func (rb *rebuilder) recover(ctx context.Context) error {
 	for _, c := range sortedKeys(rb.tenants) {
 		if err := rb.recoverSnapshots(ctx, rb.tenants[c]); err != nil {
 			return err
+		}
+	}
+	if err := rb.flush(); err != nil {
+		return err
+	}
+	// The audit log does not stop a rebuild: the data must come back even
+	// when the log cannot (coffer audit --verify then says what is wrong).
+	ar, err := recoverAudit(ctx, rb.r, rb.e.db, rb.e.currentKey())
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		rb.rep.AuditError = err.Error()
+		rb.warnf("the audit log could not be recovered from the drives: %v", err)
+	default:
+		rb.rep.AuditEntries, rb.rep.AuditMissing = ar.Entries, ar.Missing
+		if ar.Missing > 0 {
+			rb.warnf("%d entries of the audit log have no valid copy on the drives (coffer audit --verify reports them)", ar.Missing)
 		}
 	}
 	rb.b.PutConfig(rb.cfgRaw)
@@ -283,7 +312,7 @@ func (rb *rebuilder) findDrives(ctx context.Context) error {
 				rb.warnf("%s is unreadable (%v); looking for drives in %s", configCopyPath(rb.dir), err, filepath.Join(rb.dir, "drives"))
 			}
 			for _, d := range c.Drives {
-				specs = append(specs, DriveSpec{Rack: d.Rack, Path: d.Path})
+				specs = append(specs, DriveSpec{Rack: d.Rack, Path: resolveDrivePath(rb.dir, d.Path)})
 			}
 		}
 		if len(specs) == 0 {
@@ -320,7 +349,7 @@ func (rb *rebuilder) findDrives(ctx context.Context) error {
 			rb.warnf("drive folder %s is skipped: %s", p, msg)
 			continue
 		}
-		if ident.Repository != rb.mk.repo {
+		if ident.Repository != rb.repoID {
 			foreign = append(foreign, fmt.Sprintf("%s (drive %s of repository %x)", p, ident.Drive, ident.Repository[:]))
 			foreignRepos[ident.Repository] = true
 			continue
@@ -338,14 +367,14 @@ func (rb *rebuilder) findDrives(ctx context.Context) error {
 		for id := range foreignRepos {
 			other = id
 		}
-		return fmt.Errorf("%w: the master key belongs to repository %x, but the drives belong to repository %x", ErrWrongKey, rb.mk.repo[:], other[:])
+		return fmt.Errorf("%w: the master key belongs to repository %x, but the drives belong to repository %x", ErrWrongKey, rb.repoID[:], other[:])
 	}
 	if len(foreign) > 0 {
 		return fmt.Errorf("%w: %s belongs to another repository, not to repository %x of the master key; leave it out of the drive list",
-			repo.ErrForeignDrive, strings.Join(foreign, ", "), rb.mk.repo[:])
+			repo.ErrForeignDrive, strings.Join(foreign, ", "), rb.repoID[:])
 	}
 	if len(rb.found) == 0 {
-		return fmt.Errorf("%w: no drive of repository %x was found", ErrRepoNotFound, rb.mk.repo[:])
+		return fmt.Errorf("%w: no drive of repository %x was found", ErrRepoNotFound, rb.repoID[:])
 	}
 	return nil
 }
@@ -377,7 +406,7 @@ func (rb *rebuilder) readConfig(ctx context.Context) error {
 				err = fmt.Errorf("%w: config JSON is unreadable", ErrCorrupt)
 			}
 		}
-		if err == nil && c.Repository != hex.EncodeToString(rb.mk.repo[:]) {
+		if err == nil && c.Repository != hex.EncodeToString(rb.repoID[:]) {
 			err = fmt.Errorf("%w: config of repository %s", ErrCorrupt, c.Repository)
 		}
 		if err != nil {
@@ -396,8 +425,11 @@ func (rb *rebuilder) readConfig(ctx context.Context) error {
 	if cfg.Version != 1 {
 		return fmt.Errorf("repository format version %d is not supported by this coffer", cfg.Version)
 	}
-	if rb.mk.epoch != cfg.MKEpoch || !rb.mk.matches(cfg.MKCheck) {
-		return fmt.Errorf("%w: the master key (epoch %d) does not open this repository (current epoch %d)", ErrWrongKey, rb.mk.epoch, cfg.MKEpoch)
+	// The key file must hold the config's epoch (or, in the middle of a
+	// rotation, the next one), as Open requires.
+	rb.e = &Engine{dir: rb.dir, opts: Options{Warn: rb.o.Warn}, keyFile: rb.keyFile, cfg: cfg, tenantMu: map[[16]byte]*sync.Mutex{}}
+	if err := rb.e.loadKeys(); err != nil {
+		return err
 	}
 	// Where the drives are now, and in which rack: the identity files decide.
 	changed := false
@@ -411,14 +443,14 @@ func (rb *rebuilder) readConfig(ctx context.Context) error {
 		}
 		fd := rb.found[id]
 		if fd == nil {
-			rb.rep.Missing = append(rb.rep.Missing, fmt.Sprintf("%s (%s)", d.ID, d.Path))
+			rb.rep.Missing = append(rb.rep.Missing, fmt.Sprintf("%s (%s)", d.ID, resolveDrivePath(rb.dir, d.Path)))
 			if d.State == driveActive {
-				rb.warnf("drive %s (rack %s, last at %s) was not found; its shards are recorded as missing", d.ID, d.Rack, d.Path)
+				rb.warnf("drive %s (rack %s, last at %s) was not found; its shards are recorded as missing", d.ID, d.Rack, resolveDrivePath(rb.dir, d.Path))
 			}
 			continue
 		}
-		if d.Path != fd.path || d.Rack != fd.ident.Rack {
-			d.Path, d.Rack = fd.path, fd.ident.Rack
+		if sp := storedDrivePath(rb.dir, fd.path); d.Path != sp || d.Rack != fd.ident.Rack {
+			d.Path, d.Rack = sp, fd.ident.Rack
 			changed = true
 		}
 	}
@@ -550,10 +582,10 @@ func (rb *rebuilder) recordCopies(ctx context.Context, name string) ([][]byte, e
 }
 
 // newestRecord picks, among the copies of the sealed record name, the highest
-// version that decodes and authenticates under key and owner; at equal
+// version that decodes and authenticates under one of keys and owner; at equal
 // versions a tombstone wins. Copies that fail are counted and reported. It
 // returns nil when no copy is valid.
-func (rb *rebuilder) newestRecord(copies [][]byte, kind byte, key *[KeySize]byte, owner [16]byte, name string) (best *record, body []byte) {
+func (rb *rebuilder) newestRecord(copies [][]byte, kind byte, keys []*[KeySize]byte, owner [16]byte, name string) (best *record, body []byte) {
 	for _, c := range copies {
 		r, err := decodeRecord(c)
 		if err == nil && r.Kind != kind {
@@ -561,7 +593,11 @@ func (rb *rebuilder) newestRecord(copies [][]byte, kind byte, key *[KeySize]byte
 		}
 		var b []byte
 		if err == nil {
-			b, err = openRecord(key, r, owner, name)
+			for _, key := range keys {
+				if b, err = openRecord(key, r, owner, name); err == nil {
+					break
+				}
+			}
 		}
 		if err != nil {
 			rb.rep.Ignored++
@@ -578,6 +614,14 @@ func (rb *rebuilder) newestRecord(copies [][]byte, kind byte, key *[KeySize]byte
 // recoverTenants indexes the newest valid version of every tenant record.
 func (rb *rebuilder) recoverTenants(ctx context.Context) error {
 	rb.tenants = map[string]*Tenant{}
+	// Tenant records are sealed under the admin key of the epoch they name;
+	// during a rotation some are under the current epoch, some the next.
+	var keys []*[KeySize]byte
+	for _, mk := range []*masterKey{rb.e.mk, rb.e.mkNext} {
+		if mk != nil {
+			keys = append(keys, &mk.admin)
+		}
+	}
 	const prefix = "r/tenants/"
 	return rb.r.ListRecords(ctx, prefix, func(name string) error {
 		var id [16]byte
@@ -589,13 +633,9 @@ func (rb *rebuilder) recoverTenants(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		best, body := rb.newestRecord(copies, recTenant, &rb.mk.admin, id, name)
+		best, body := rb.newestRecord(copies, recTenant, keys, id, name)
 		if best == nil {
 			rb.warnf("tenant %x: no valid copy of its record; its data cannot be recovered", id[:])
-			return nil
-		}
-		if best.tombstone() {
-			rb.rep.Shredded++
 			return nil
 		}
 		var m tenantMeta
@@ -604,8 +644,21 @@ func (rb *rebuilder) recoverTenants(ctx context.Context) error {
 			rb.warnf("tenant %x: record version %d is unreadable; ignored", id[:], best.Version)
 			return nil
 		}
+		if best.tombstone() {
+			m.Wrapped = nil
+		} else if len(m.Wrapped) == 0 {
+			rb.rep.Ignored++
+			rb.warnf("tenant %x: record version %d has no wrapped key; ignored", id[:], best.Version)
+			return nil
+		}
+		// Stored as putTenant stores it: a tombstone keeps its record
+		// (without a wrapped key) so the tenant stays shredded.
 		rec := index.TenantRec{ID: id, Version: best.Version, Epoch: m.Epoch, Wrapped: m.Wrapped, Meta: best.Body}
 		rb.b.PutTenant(rec)
+		if best.tombstone() {
+			rb.rep.Shredded++
+			return rb.maybeFlush()
+		}
 		rb.rep.Tenants++
 		t, err := rb.e.tenantHandle(&tenantEntry{rec: rec, meta: m})
 		if err != nil {
@@ -747,7 +800,7 @@ func (rb *rebuilder) recoverSnapshots(ctx context.Context, t *Tenant) error {
 		if err != nil {
 			return err
 		}
-		best, _ := rb.newestRecord(copies, recSnapshot, &t.keys.meta, t.id, name)
+		best, _ := rb.newestRecord(copies, recSnapshot, []*[KeySize]byte{&t.keys.meta}, t.id, name)
 		switch {
 		case best == nil:
 			rb.warnf("snapshot %x of tenant %x: no valid copy of its record", sid[:4], t.id[:])

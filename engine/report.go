@@ -54,9 +54,9 @@ type Report struct {
 	Tenants []TenantReport `json:"tenants"`
 	// Totals sum the tenants for the operator.
 	Totals ReportTotals `json:"totals"`
-	// AuditHead is the head of the audit chain when the report was made, so
-	// a later cut of the chain's tail is detected. It is nil while the
-	// engine has no audit log.
+	// AuditHead is the head of the audit chain when the report was made
+	// (Engine.AuditHead), so a later cut of the chain's tail is detected
+	// (VerifyAudit with this anchor). It is nil when the log is empty.
 	AuditHead *ReportAuditHead `json:"audit_head"`
 }
 
@@ -171,6 +171,15 @@ func (e *Engine) Report(ctx context.Context, at time.Time) (*Report, error) {
 			return nil, fmt.Errorf("report: tenant %q: %w", te.meta.Name, err)
 		}
 		r.Tenants = append(r.Tenants, *tr)
+	}
+	// The head is read after the tenants, so it covers every action the
+	// report could have seen.
+	seq, mac, err := e.AuditHead()
+	if err != nil {
+		return nil, fmt.Errorf("report: read the audit chain head: %w", err)
+	}
+	if seq != 0 || mac != "" {
+		r.AuditHead = &ReportAuditHead{Seq: seq, MAC: mac}
 	}
 	sort.Slice(r.Tenants, func(i, j int) bool { return r.Tenants[i].Name < r.Tenants[j].Name })
 	for i := range r.Tenants {
@@ -483,7 +492,7 @@ func (r *Report) OperatorSummary() string {
 	if r.AuditHead != nil {
 		fmt.Fprintf(&b, "Audit chain head: seq %d, mac %s\n", r.AuditHead.Seq, r.AuditHead.MAC)
 	} else {
-		b.WriteString("Audit chain head: (no audit log)\n")
+		b.WriteString("Audit chain head: (empty audit log)\n")
 	}
 	b.WriteString("\n")
 	r.WriteTable(&b)

@@ -47,7 +47,18 @@ type restoreDir struct {
 // Restore writes snapshot s below target. Every chunk's content ID is
 // verified before it is written. Files are written in parallel; folder
 // metadata is applied last, deepest first, so their times stick.
-func (t *Tenant) Restore(ctx context.Context, s *Snapshot, target string, o RestoreOptions) (*RestoreStats, error) {
+func (t *Tenant) Restore(ctx context.Context, s *Snapshot, target string, o RestoreOptions) (st *RestoreStats, err error) {
+	defer func() {
+		detail := "snapshot=" + s.ID
+		if st != nil {
+			detail += fmt.Sprintf(" files=%d bytes=%d", st.Files, st.Bytes)
+		}
+		err = t.e.audited(ctx, "restore", t.id, detail, err)
+	}()
+	return t.restore(ctx, s, target, o)
+}
+
+func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o RestoreOptions) (*RestoreStats, error) {
 	target, err := filepath.Abs(target)
 	if err != nil {
 		return nil, err
@@ -380,7 +391,12 @@ func (t *Tenant) lookup(ctx context.Context, s *Snapshot, p string) (*tree.Node,
 }
 
 // Dump writes the content of the file at p in snapshot s to w.
-func (t *Tenant) Dump(ctx context.Context, s *Snapshot, p string, w io.Writer) error {
+func (t *Tenant) Dump(ctx context.Context, s *Snapshot, p string, w io.Writer) (err error) {
+	defer func() { err = t.e.audited(ctx, "dump", t.id, "snapshot="+s.ID, err) }()
+	return t.dump(ctx, s, p, w)
+}
+
+func (t *Tenant) dump(ctx context.Context, s *Snapshot, p string, w io.Writer) error {
 	n, _, err := t.lookup(ctx, s, p)
 	if err != nil {
 		return err

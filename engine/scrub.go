@@ -554,7 +554,7 @@ func (s *scrubber) scrubPack(ctx context.Context, t *Tenant, rec index.PackRec) 
 	if good < p.K {
 		s.rep.Unreadable++
 		s.add(ScrubProblem{Kind: ScrubUnreadable, Tenant: tid, Pack: p.ID.String(),
-			Detail: fmt.Sprintf("only %d good shards of the %d needed: the pack's data cannot be read until its drives come back", good, p.K)})
+			Detail: fmt.Sprintf("only %d good shards, %d needed: the pack's data cannot be read or rebuilt (unless missing drives come back)", good, p.K)})
 	}
 	for i := range checks {
 		c := &checks[i]
@@ -913,7 +913,7 @@ func (s *scrubber) staleTemp(ctx context.Context) error {
 		t := per[d]
 		found += t.files
 		idx[d] = s.add(ScrubProblem{Kind: ScrubStaleTemp, Drive: d.String(),
-			Detail: fmt.Sprintf("%d temporary files (%d bytes) of interrupted writes, older than %s", t.files, t.bytes, staleTempAge)})
+			Detail: fmt.Sprintf("%d temporary file(s), %d bytes, left by interrupted writes more than %s ago", t.files, t.bytes, strings.TrimSuffix(staleTempAge.String(), "0m0s"))})
 	}
 	s.rep.StaleTemp.Found = found
 	if !s.o.Repair || found == 0 {

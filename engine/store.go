@@ -74,7 +74,8 @@ func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (repo.PackInfo,
 		hdr.Hashes = append(hdr.Hashes, h)
 	}
 	trailer := sealRaw(&t.keys.meta, headerAD(t.id, id), compress(hdr.encode()))
-	info, err := e.rp().WritePack(ctx, t.container(), id, enc, trailer)
+	// Backups leave every drive's reserve for prune, repair and shred.
+	info, err := e.rp().WritePackWith(ctx, t.container(), id, enc, trailer, repo.WriteOptions{ReservePercent: e.reservePercent()})
 	if err != nil {
 		return repo.PackInfo{}, fmt.Errorf("write pack: %w", err)
 	}

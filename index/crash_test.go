@@ -112,9 +112,9 @@ func TestCrash(t *testing.T) {
 		default:
 			t.Errorf("%s %d: unsynced batch torn: %d of %d blobs, tenant: %v", c.name, i, n, crashBlobs, terr)
 		}
-		if i == 1 && n != crashBlobs {
-			t.Errorf("clone with every write kept lost the unsynced batch")
-		}
+		// (Even the clone that keeps every write may lose the unsynced
+		// batch: pebble's WAL writer may not have handed it to the file
+		// system yet. Only all-or-nothing is asserted.)
 		if err := db.Close(); err != nil {
 			t.Fatal(err)
 		}

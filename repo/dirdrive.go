@@ -1,6 +1,8 @@
 package repo
 
 import (
+	"golang.org/x/sys/unix"
+
 	"context"
 	"errors"
 	"fmt"
@@ -68,6 +70,18 @@ func NewDirDrive(root string) (*DirDrive, error) {
 
 // Root returns the absolute path of the drive's folder.
 func (d *DirDrive) Root() string { return d.root }
+
+var _ SpaceReporter = (*DirDrive)(nil)
+
+// Free reports the space available to unprivileged writers on the drive's
+// file system, and its size.
+func (d *DirDrive) Free(ctx context.Context) (avail, total int64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(d.root, &st); err != nil {
+		return 0, 0, fmt.Errorf("repo: free space of %s: %w", d.root, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
+}
 
 func (d *DirDrive) path(name string) string {
 	return filepath.Join(d.root, filepath.FromSlash(name))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 )
 
@@ -77,6 +78,30 @@ func putBuffer(b *[]byte) {
 // destroys it; one extra shard keeps a margin of one failure until repair,
 // while a backup still succeeds with up to M-1 drives down or failing.
 func (r *Repo) WritePack(ctx context.Context, container string, id PackID, enc *Encoded, trailer []byte) (PackInfo, error) {
+	return r.WritePackWith(ctx, container, id, enc, trailer, WriteOptions{})
+}
+
+// WriteOptions adjust WritePackWith.
+type WriteOptions struct {
+	// ReservePercent is the share of a drive's size that must stay free
+	// after the shard is written; a drive with less is skipped as if it were
+	// out of service. Backups set it; prune, repair and shred do not, so a
+	// full drive never stops the clean-up that would free it. Drives that
+	// cannot report their space (no SpaceReporter) are not skipped.
+	ReservePercent int
+}
+
+// SpaceReporter is an optional ability of a Drive, found by type assertion:
+// Free returns the bytes available to new objects and the drive's size.
+type SpaceReporter interface {
+	Free(ctx context.Context) (avail, total int64, err error)
+}
+
+// ErrDriveFull reports that too few drives have room outside their reserve.
+var ErrDriveFull = errors.New("repo: drives are full")
+
+// WritePackWith is WritePack with options.
+func (r *Repo) WritePackWith(ctx context.Context, container string, id PackID, enc *Encoded, trailer []byte, o WriteOptions) (PackInfo, error) {
 	if err := validContainer(container); err != nil {
 		return PackInfo{}, err
 	}
@@ -92,10 +117,27 @@ func (r *Repo) WritePack(ctx context.Context, container string, id PackID, enc *
 		return PackInfo{}, fmt.Errorf("place pack %s: %w: %d drives in service, a pack needs at least %d of its %d shards written",
 			id, ErrTooFewDrives, len(r.usable), quorum, n)
 	}
-	placed, err := r.place(id, min(n, len(r.usable)))
-	if err != nil {
-		return PackInfo{}, err
+	candidates := r.usable
+	if o.ReservePercent > 0 {
+		var full []string
+		candidates = nil
+		size := enc.ShardLen + int64(len(trailer)) + FixedHeaderLen
+		for _, m := range r.usable {
+			if sr, ok := m.Drive.(SpaceReporter); ok {
+				avail, total, err := sr.Free(ctx)
+				if err == nil && avail-size < total/100*int64(o.ReservePercent) {
+					full = append(full, m.ID.String())
+					continue
+				}
+			}
+			candidates = append(candidates, m)
+		}
+		if len(candidates) < quorum {
+			return PackInfo{}, fmt.Errorf("place pack %s: %w: drive %s keep less free space than their %d%% reserve, which only prune, repair and shred may use",
+				id, ErrDriveFull, strings.Join(full, ", "), o.ReservePercent)
+		}
 	}
+	placed := spread(candidates, append([]byte("pack\x00"), id[:]...), min(n, len(candidates)))
 	p := PackInfo{
 		ID: id, Container: container, K: enc.K, M: enc.M, BlockSize: r.opts.BlockSize,
 		DataLen: enc.DataLen, ShardLen: enc.ShardLen,

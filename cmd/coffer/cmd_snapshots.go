@@ -17,7 +17,7 @@ func newSnapshotsCmd(g *globals) *cobra.Command {
 		Short: "List the tenant's snapshots",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, t, err := g.openTenant(cmd)
+			e, t, err := g.openTenantRebuilding(cmd)
 			if err != nil {
 				return err
 			}
@@ -52,7 +52,7 @@ func newLsCmd(g *globals) *cobra.Command {
 		Short: "List the files of a snapshot (SNAPSHOT: ID, unique prefix of 8+ hex digits, or latest)",
 		Args:  args(cobra.RangeArgs(1, 2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			e, t, err := g.openTenant(cmd)
+			e, t, err := g.openTenantRebuilding(cmd)
 			if err != nil {
 				return err
 			}
@@ -94,7 +94,7 @@ func newDumpCmd(g *globals) *cobra.Command {
 		Short: "Write one file's content from a snapshot to standard output",
 		Args:  args(cobra.ExactArgs(2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			e, t, err := g.openTenant(cmd)
+			e, t, err := g.openTenantRebuilding(cmd)
 			if err != nil {
 				return err
 			}
@@ -119,7 +119,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 			if target == "" {
 				return usagef("restore needs --target DIR")
 			}
-			e, t, err := g.openTenant(cmd)
+			e, t, err := g.openTenantRebuilding(cmd)
 			if err != nil {
 				return err
 			}

@@ -61,6 +61,8 @@ packed and Reed-Solomon coded across drives in different racks.
 		newIndexCmd(g),
 		newDriveCmd(g),
 		newKeyCmd(g),
+		newReportCmd(g),
+		newAuditCmd(g),
 	)
 	for _, c := range root.Commands() {
 		addExitHelp(c)
