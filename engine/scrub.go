@@ -158,13 +158,24 @@ func (e *Engine) Scrub(ctx context.Context, o ScrubOptions) (*ScrubReport, error
 		s.state[d.ID] = d.State
 	}
 	if err := s.run(ctx); err != nil {
+		if o.Repair {
+			return nil, e.audited(ctx, "scrub.repair", [16]byte{}, "", err)
+		}
 		return nil, err
 	}
 	s.rep.Seconds = time.Since(start).Seconds()
+	var err error
 	if n := s.rep.Unrepaired(); n > 0 {
-		return s.rep, fmt.Errorf("%w: scrub found %d problems that are not repaired", ErrCheckFailed, n)
+		err = fmt.Errorf("%w: scrub found %d problems that are not repaired", ErrCheckFailed, n)
 	}
-	return s.rep, nil
+	if o.Repair {
+		r := s.rep
+		detail := fmt.Sprintf("missing=%d corrupt=%d misplaced=%d orphaned=%d repaired=%d",
+			r.Missing.Found, r.Corrupt.Found, r.Misplaced.Found, r.Orphaned.Found,
+			r.Missing.Repaired+r.Corrupt.Repaired+r.Misplaced.Repaired+r.Orphaned.Repaired+r.StaleTemp.Repaired)
+		err = e.audited(ctx, "scrub.repair", [16]byte{}, detail, err)
+	}
+	return s.rep, err
 }
 
 // scrubber is the state of one Scrub; it is used from one goroutine.
