@@ -1,6 +1,6 @@
 package engine
 
-// The audit trail (docs/design/audit.md): an append-only log of every
+// The audit trail (docs/design.md): an append-only log of every
 // administrative and data-access action, chained with HMAC-SHA256 under audit
 // keys that are held only wrapped under the master key, replicated to the
 // drives, and anchored by a head record on the drives and in the index.

@@ -1,6 +1,6 @@
 package engine
 
-// Power-loss tests of the backup write order (docs/design/engine.md, "Write
+// Power-loss tests of the backup write order (docs/design.md, "Write
 // order and crash safety"). A killed process cannot reveal a missing fsync,
 // because the page cache survives it; a power loss can. Here the index lives
 // on pebble's crash-simulating memory file system and every drive is wrapped

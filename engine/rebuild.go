@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"golang.org/x/sys/unix"
+
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -54,6 +56,7 @@ type RebuildReport struct {
 	Forgotten  int      `json:"snapshots_forgotten"` // snapshot records whose newest version is a tombstone
 	Ignored    int      `json:"records_ignored"`     // record copies that failed to decode or authenticate
 	Unreadable int      `json:"shards_unreadable"`   // shards whose header or sealed pack header could not be read
+	Incomplete int      `json:"packs_incomplete"`    // packs with fewer than k shards on the drives, left out
 	Foreign    int      `json:"shards_unknown"`      // shards of containers that belong to no live tenant
 	// AuditEntries were copied from the drives; AuditMissing are sequence
 	// numbers up to the drives' head with no valid copy.
@@ -105,7 +108,7 @@ func CanRebuild(dir string) bool {
 }
 
 // Rebuild recreates the index of the repository in dir from the drives and
-// the master key alone (docs/design/rebuild.md):
+// the master key alone (docs/design.md):
 //
 //   - the repository config from the r/config records (highest version);
 //   - tenant records from r/tenants/* (highest valid version; a tombstone
@@ -223,9 +226,13 @@ func (rb *rebuilder) run(ctx context.Context) error {
 		return err
 	}
 	tmp := rebuildDir(rb.dir)
-	// A leftover of an interrupted rebuild holds nothing the drives do not.
-	if err := os.RemoveAll(tmp); err != nil {
-		return fmt.Errorf("remove the unfinished rebuild in %s: %w", tmp, err)
+	// A leftover of an interrupted rebuild is an unfinished new index or,
+	// after a crash in the middle of installing, the previous index: move it
+	// aside rather than delete it.
+	if _, err := os.Lstat(tmp); err == nil {
+		if err := os.Rename(tmp, asideName(indexDir(rb.dir))); err != nil {
+			return fmt.Errorf("move the unfinished rebuild in %s aside: %w", tmp, err)
+		}
 	}
 	db, err := index.Open(tmp, index.Options{})
 	if err != nil {
@@ -518,13 +525,18 @@ func (rb *rebuilder) openRepo() error {
 func (rb *rebuilder) install(tmp string) error {
 	cur := indexDir(rb.dir)
 	if _, err := os.Lstat(cur); err == nil {
-		aside := cur + ".broken-" + time.Now().UTC().Format("20060102T150405Z")
-		for i := 2; ; i++ {
-			if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
-				break
+		aside := asideName(cur)
+		// Swap the two folders in one step, so that a crash leaves either
+		// the old or the new index in place, never none; then move the old
+		// one (now at tmp) aside.
+		if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, cur, unix.RENAME_EXCHANGE); err == nil {
+			if err := os.Rename(tmp, aside); err != nil {
+				return fmt.Errorf("move the old index aside: %w", err)
 			}
-			aside = fmt.Sprintf("%s.broken-%s-%d", cur, time.Now().UTC().Format("20060102T150405Z"), i)
+			rb.rep.MovedAside = aside
+			return rb.finishInstall()
 		}
+		// The file system cannot exchange: two renames.
 		if err := os.Rename(cur, aside); err != nil {
 			return fmt.Errorf("move the old index aside: %w", err)
 		}
@@ -533,6 +545,21 @@ func (rb *rebuilder) install(tmp string) error {
 	if err := os.Rename(tmp, cur); err != nil {
 		return fmt.Errorf("move the new index into place: %w", err)
 	}
+	return rb.finishInstall()
+}
+
+// asideName returns a fresh "index.broken-TIME" name next to cur.
+func asideName(cur string) string {
+	aside := cur + ".broken-" + time.Now().UTC().Format("20060102T150405Z")
+	for i := 2; ; i++ {
+		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
+			return aside
+		}
+		aside = fmt.Sprintf("%s.broken-%s-%d", cur, time.Now().UTC().Format("20060102T150405Z"), i)
+	}
+}
+
+func (rb *rebuilder) finishInstall() error {
 	if err := syncDir(rb.dir); err != nil {
 		return fmt.Errorf("sync %s: %w", rb.dir, err)
 	}
@@ -726,11 +753,25 @@ func (rb *rebuilder) packOfShard(ctx context.Context, foreign map[string]bool, d
 		ID: index.PackID(id), K: uint8(h.K), M: uint8(h.M), BlockSize: h.BlockSize,
 		DataLen: h.DataLen, ShardLen: h.ShardLen, Blobs: uint32(len(h.Blobs)), Created: h.Created,
 	}
+	found := 0
 	for j := 0; j < h.K+h.M; j++ {
 		// Shard i is on d, but it may also be on a drive the locate order
 		// prefers (an active drive over one the config marks failed).
-		rec.Drives = append(rec.Drives, index.DriveID(rb.locateShard(ctx, container, id, j)))
+		loc := rb.locateShard(ctx, container, id, j)
+		if loc != (repo.DriveID{}) {
+			found++
+		}
+		rec.Drives = append(rec.Drives, index.DriveID(loc))
 		rec.Hashes = append(rec.Hashes, index.Hash(h.Hashes[j]))
+	}
+	rb.pending[key] = true
+	if found < h.K {
+		// Fewer than k shards: unreadable. Almost always a write that was
+		// interrupted before its quorum (never indexed, nothing refers to
+		// it); scrub --repair removes the shards.
+		rb.rep.Incomplete++
+		rb.warnf("pack %s has only %d of its %d shards on the drives, fewer than the %d needed to read it; it is left out (scrub --repair removes its shards)", id, found, h.K+h.M, h.K)
+		return nil
 	}
 	rb.b.PutPack(t.id, rec)
 	for _, bl := range h.Blobs {

@@ -1,6 +1,6 @@
 package engine
 
-// The weekly data report (docs/design/report.md): per tenant, its state,
+// The weekly data report (docs/design.md): per tenant, its state,
 // backups and sizes as of a given time, with the tenants whose backups have
 // not run in the last week flagged. The report holds only operator data:
 // tenant names, IDs and contacts, counts, sizes, times and states. It never

@@ -398,7 +398,7 @@ func TestReportCancelled(t *testing.T) {
 }
 
 // reportDocReport is the report of the example message printed in
-// docs/design/report.md.
+// docs/design.md.
 func reportDocReport() *Report {
 	at := time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC)
 	last := at.Add(-9 * 24 * time.Hour)
@@ -417,7 +417,7 @@ func reportDocReport() *Report {
 }
 
 // TestReportDocExample checks that the example message in
-// docs/design/report.md is what the code writes.
+// docs/design.md is what the code writes.
 func TestReportDocExample(t *testing.T) {
 	r := reportDocReport()
 	from, _ := mail.ParseAddress("coffer@backup1.provider.example")
@@ -427,6 +427,6 @@ func TestReportDocExample(t *testing.T) {
 	}
 	want := docExample(t, "report-message")
 	if g := bytes.ReplaceAll(got, []byte("\r\n"), []byte("\n")); !bytes.Equal(g, want) {
-		t.Errorf("docs/design/report.md example differs from the code's message:\n%s", g)
+		t.Errorf("docs/design.md example differs from the code's message:\n%s", g)
 	}
 }

@@ -120,7 +120,7 @@ var scrubLockID = [16]byte{'c', 'o', 'f', 'f', 'e', 'r', '/', 's', 'c', 'r', 'u'
 // files. With o.Repair it rebuilds what is missing or corrupt onto healthy
 // drives keeping racks spread (repo.PlaceRepair), re-homes shards off drives
 // out of service, corrects the index, and removes orphans, misplaced copies
-// and stale temporary files. docs/design/scrub.md gives the failure model and
+// and stale temporary files. docs/design.md gives the failure model and
 // the order of writes that keeps a repair crash-safe.
 //
 // Memory is bounded: packs are streamed from the index and handled one at a

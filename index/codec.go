@@ -8,7 +8,7 @@ import (
 
 // Value format versions. The first byte of every typed value is its format
 // version. Version 0 is never valid; a number once used is never reused for a
-// different layout. See docs/design/index.md.
+// different layout. See docs/design.md.
 const (
 	blobLocV1     byte = 1
 	packRecV1     byte = 1

@@ -6,7 +6,7 @@
 //
 // What this room owns:
 //   - the key schema and the byte-level encoding of every value it writes,
-//     specified in docs/design/index.md (a test decodes the examples there);
+//     specified in docs/design.md (a test decodes the examples there);
 //   - typed accessors (DB) and atomic, synced write batches (Batch).
 //
 // What it must never do:

@@ -51,7 +51,7 @@ func docExamples(t *testing.T, name string) [][]byte {
 	return out
 }
 
-// Records printed in docs/design/index.md.
+// Records printed in docs/design.md.
 var (
 	docTenant = TenantID(pattern(0x10, 16))
 	docBlobID = BlobID(pattern(0x20, 32))

@@ -8,7 +8,7 @@ import (
 // Key schema. Every key starts with one prefix byte naming the record kind;
 // all IDs are fixed width, so a tenant's keys of one kind form one contiguous
 // range [prefix+tenant, successor(prefix+tenant)) that never overlaps another
-// tenant's. The table is in docs/design/index.md; prefix values are never
+// tenant's. The table is in docs/design.md; prefix values are never
 // reused for another meaning.
 const (
 	kindConfig   byte = 0x01 // 0x01 "config"                      → opaque

@@ -18,6 +18,6 @@
 // classes ErrNotFound, ErrCorrupt, ErrTooFewShards, ErrTooFewDrives,
 // ErrForeignDrive and ErrNoIdentity testable with errors.Is.
 //
-// The on-drive format is specified in docs/design/repo.md; a test decodes the
+// The on-drive format is specified in docs/design.md; a test decodes the
 // example printed there.
 package repo

@@ -3,7 +3,7 @@ package repo
 // Scrub and repair support: where a rebuilt shard goes, removing single shard
 // copies and whole containers, and finding and removing stale temporary files.
 // The policy (what is damage, what is removed, in which order) belongs to the
-// engine; see docs/design/scrub.md.
+// engine; see docs/design.md.
 
 import (
 	"bytes"

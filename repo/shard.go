@@ -12,7 +12,7 @@ import (
 	"github.com/zeebo/blake3"
 )
 
-// Shard file layout (little-endian), specified in docs/design/repo.md:
+// Shard file layout (little-endian), specified in docs/design.md:
 //
 //	0   4   magic "CFS1"
 //	4   1   format version = 1

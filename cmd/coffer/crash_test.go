@@ -1,6 +1,6 @@
 package main
 
-// Kill tests of crash safety (issue 3, docs/design/engine.md "Write order and
+// Kill tests of crash safety (issue 3, docs/design.md "Write order and
 // crash safety"): the coffer binary runs as a subprocess and is killed with
 // SIGKILL at random moments of a backup (and of scrub --repair and index
 // rebuild, once they exist). After every kill the repository must pass check

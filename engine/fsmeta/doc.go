@@ -7,7 +7,7 @@
 // extended attributes and POSIX ACLs, user and group names), creating
 // symlinks, FIFOs and device nodes, and setting ownership, mode, xattrs and
 // times in the right order. How each kind of entry is represented and restored
-// is described in docs/design/tree.md.
+// is described in docs/design.md.
 //
 // What it must never do: read or write file contents, walk folders, decide
 // about hard links (the engine tracks inodes, using Info.Dev), follow a final

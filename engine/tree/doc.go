@@ -4,7 +4,7 @@
 // attributes and ACLs, holes of sparse files, content chunk IDs, child tree IDs).
 //
 // What this package owns: the byte format of a tree (specified byte by byte in
-// docs/design/tree.md), its validation, and its canonical form: a valid Tree has
+// docs/design.md), its validation, and its canonical form: a valid Tree has
 // exactly one encoding and every accepted encoding decodes to exactly one Tree, so
 // an unchanged folder always produces the same bytes and therefore the same tree
 // ID, and is stored once.

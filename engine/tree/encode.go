@@ -7,7 +7,7 @@ import (
 	"math"
 )
 
-// Format constants. The layout is specified in docs/design/tree.md; a change
+// Format constants. The layout is specified in docs/design.md; a change
 // of layout takes a new version number, and version numbers are never reused.
 const (
 	magic0, magic1, magic2, magic3 = 'C', 'F', 'T', 'R'

@@ -15,7 +15,7 @@ type ID [32]byte
 // format: they are reserved forever and never reused.
 type Type uint8
 
-// Entry types. See docs/design/tree.md for how each is represented and restored.
+// Entry types. See docs/design.md for how each is represented and restored.
 const (
 	File     Type = 1 // regular file; Content and Holes describe its bytes
 	Dir      Type = 2 // folder; Subtree is the ID of its own tree

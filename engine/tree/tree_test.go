@@ -22,7 +22,7 @@ func id(b byte) ID {
 	return x
 }
 
-// exampleTree is the tree printed in docs/design/tree.md ("hex example=tree").
+// exampleTree is the tree printed in docs/design.md ("hex example=tree").
 func exampleTree() *Tree {
 	return &Tree{Nodes: []Node{
 		{
