@@ -153,7 +153,7 @@ func (t *Tenant) BackupStream(ctx context.Context, r io.Reader, name string, o B
 		now := b.t.e.now().UnixNano()
 		n := tree.Node{Name: name, Type: tree.File, Mode: 0o644, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), MTime: now, CTime: now}
 		f := &future{done: make(chan struct{}), node: n}
-		b.readFile(f, name, r)
+		b.readFile(newReader(), f, name, r)
 		close(f.done)
 		root := &future{done: make(chan struct{}), node: tree.Node{Type: tree.Dir, Mode: 0o755, MTime: now, CTime: now}}
 		b.sendDir(dirTask{f: root, children: []*future{f}})
@@ -202,7 +202,9 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	if b.prog == nil {
 		b.prog = &Progress{}
 	}
-	b.bufPool.New = func() any { s := make([]byte, 0, chunk.MaxSize); return &s }
+	// Chunk buffers: every one has capacity chunk.MaxSize (a chunk never
+	// needs more); at most workers + len(sealCh) + workers are in use.
+	b.bufPool.New = func() any { s := make([]byte, chunk.MaxSize); return &s }
 
 	parent, parentTree, err := t.findParent(ctx, paths, o)
 	if err != nil {
@@ -570,18 +572,28 @@ func (b *backup) unchanged(n, prev *tree.Node) bool {
 	return true
 }
 
+// reader is one file worker's reusable chunker and chunk buffer: allocating
+// them per file would zero 8 MiB for every small file.
+type reader struct {
+	c   *chunk.Chunker
+	buf []byte
+}
+
+func newReader() *reader { return &reader{buf: make([]byte, chunk.MaxSize)} }
+
 func (b *backup) fileWorker() {
+	rd := newReader()
 	for job := range b.fileCh {
 		if b.ctx.Err() != nil {
 			close(job.f.done)
 			continue
 		}
-		b.backupFile(job)
+		b.backupFile(rd, job)
 		close(job.f.done)
 	}
 }
 
-func (b *backup) backupFile(job fileJob) {
+func (b *backup) backupFile(rd *reader, job fileJob) {
 	fd, err := os.OpenFile(job.path, os.O_RDONLY|unix.O_NOATIME, 0)
 	if errors.Is(err, os.ErrPermission) {
 		fd, err = os.Open(job.path) // O_NOATIME needs ownership
@@ -592,17 +604,25 @@ func (b *backup) backupFile(job fileJob) {
 		return
 	}
 	defer fd.Close()
-	b.readFile(job.f, job.path, fd)
+	b.readFile(rd, job.f, job.path, fd)
 }
 
-// readFile chunks r into f.node's content. path names r in warnings.
-func (b *backup) readFile(f *future, path string, r io.Reader) {
-	c := chunk.New(r, b.t.keys.pol)
-	buf := make([]byte, chunk.MaxSize)
+// readFile chunks r into f.node's content, with rd's chunker and buffer.
+// path names r in warnings.
+func (b *backup) readFile(rd *reader, f *future, path string, r io.Reader) {
+	if rd.c == nil {
+		rd.c = chunk.New(r, b.t.keys.pol)
+	} else {
+		rd.c.Reset(r, b.t.keys.pol)
+	}
+	c := rd.c
 	var ids []tree.ID
 	var size uint64
 	for {
-		data, err := c.Next(buf)
+		// The chunk is read straight into the buffer rd holds; a new chunk's
+		// buffer is handed to the seal stage whole and rd takes a fresh one
+		// from the pool, so chunk data is never copied on this path.
+		data, err := c.Next(rd.buf)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -621,8 +641,8 @@ func (b *backup) readFile(f *future, path string, r io.Reader) {
 			return
 		}
 		if isNew {
-			p := b.bufPool.Get().(*[]byte)
-			*p = append((*p)[:0], data...)
+			p := &data
+			rd.buf = *b.bufPool.Get().(*[]byte)
 			select {
 			case b.sealCh <- sealJob{typ: DataBlob, id: id, buf: p}:
 			case <-b.ctx.Done():
@@ -685,7 +705,7 @@ func (b *backup) sealWorker() {
 			continue
 		}
 		b.store(job.typ, job.id, *job.buf)
-		if cap(*job.buf) <= chunk.MaxSize {
+		if cap(*job.buf) == chunk.MaxSize {
 			b.bufPool.Put(job.buf)
 		}
 	}
@@ -693,7 +713,8 @@ func (b *backup) sealWorker() {
 
 // store seals a claimed blob and adds it to its packer.
 func (b *backup) store(typ BlobType, id [32]byte, plain []byte) {
-	sealed := sealBlob(b.t.sealKey(typ), b.t.id, typ, id, plain)
+	sealed, scratch := sealBlobScratch(b.t.sealKey(typ), b.t.id, typ, id, plain)
+	defer putScratch(scratch) // packer.add copies it
 	b.stats.blobs.Add(1)
 	b.stats.added.Add(int64(len(plain)))
 	b.stats.stored.Add(int64(len(sealed)))
@@ -739,6 +760,7 @@ func (b *backup) packWriter() {
 		b.written = append(b.written, p)
 		b.wblobs = append(b.wblobs, pp.blobs)
 		b.quotaMu.Unlock()
+		pp.recycle()
 		b.pendingMu.Lock()
 		for _, bl := range pp.blobs {
 			delete(b.pending, bl.ID)

@@ -297,15 +297,22 @@ func unwrapTenantKey(mk *masterKey, tenant [16]byte, wrapped []byte) (*[KeySize]
 // sealRaw encrypts plain with XChaCha20-Poly1305 under key with a random
 // nonce: nonce(24) || ciphertext || tag(16).
 func sealRaw(key *[KeySize]byte, ad, plain []byte) []byte {
+	return sealRawTo(make([]byte, 0, chacha20poly1305.NonceSizeX+len(plain)+chacha20poly1305.Overhead), key, ad, plain)
+}
+
+// sealRawTo is sealRaw appending to dst, which must not overlap plain.
+func sealRawTo(dst []byte, key *[KeySize]byte, ad, plain []byte) []byte {
 	aead, err := chacha20poly1305.NewX(key[:])
 	if err != nil {
 		panic(err) // only for a key of the wrong size, which the type rules out
 	}
-	out := make([]byte, chacha20poly1305.NonceSizeX, chacha20poly1305.NonceSizeX+len(plain)+aead.Overhead())
-	if _, err := rand.Read(out); err != nil {
+	n := len(dst)
+	dst = append(dst, make([]byte, chacha20poly1305.NonceSizeX)...)
+	nonce := dst[n:]
+	if _, err := rand.Read(nonce); err != nil {
 		panic(fmt.Sprintf("engine: system random source failed: %v", err))
 	}
-	return aead.Seal(out, out, plain, ad)
+	return aead.Seal(dst, nonce, plain, ad)
 }
 
 func openRaw(key *[KeySize]byte, ad, sealed []byte) ([]byte, error) {

@@ -108,6 +108,44 @@ func decompress(b []byte, maxLen int) ([]byte, error) {
 	return nil, fmt.Errorf("unknown compression code %d", b[0])
 }
 
+// compressTo is compress appending to dst[:0] (dst may be nil).
+func compressTo(dst, plain []byte) []byte {
+	enc, _ := codecs()
+	out := append(dst[:0], compZstd)
+	out = enc.EncodeAll(plain, out)
+	if len(out)-1 < len(plain)-len(plain)/32 {
+		return out
+	}
+	out = append(out[:0], compNone)
+	return append(out, plain...)
+}
+
+// scratch buffers for compressing and sealing on the backup path; only
+// buffers up to a maximal chunk plus overhead are kept.
+var scratchPool = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxScratch = 8<<20 + 4096
+
+func getScratch() *[]byte { return scratchPool.Get().(*[]byte) }
+
+func putScratch(b *[]byte) {
+	if cap(*b) <= maxScratch {
+		scratchPool.Put(b)
+	}
+}
+
+// sealBlobScratch compresses and seals a blob like sealBlob, into a pooled
+// buffer that the caller must return with putScratch once it has copied the
+// result.
+func sealBlobScratch(key *[KeySize]byte, tenant [16]byte, t BlobType, id [32]byte, plain []byte) ([]byte, *[]byte) {
+	c := getScratch()
+	*c = compressTo(*c, plain)
+	s := getScratch()
+	*s = sealRawTo((*s)[:0], key, blobAD(tenant, t, id), *c)
+	putScratch(c)
+	return *s, s
+}
+
 // sealBlob compresses and seals a blob.
 func sealBlob(key *[KeySize]byte, tenant [16]byte, t BlobType, id [32]byte, plain []byte) []byte {
 	return sealRaw(key, blobAD(tenant, t, id), compress(plain))

@@ -25,12 +25,32 @@ type packer struct {
 	cur  pendingPack
 }
 
-// add appends a sealed blob and returns a full pack to write, or nil.
+// packBuffers recycles pack buffers (a pack is written, then its buffer is
+// reused); one of a different size is dropped.
+var packBuffers sync.Pool
+
+func (p *packer) newBuffer() []byte {
+	want := p.size + p.size/8 + maxScratch
+	if b, ok := packBuffers.Get().(*[]byte); ok && cap(*b) == want {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, want)
+}
+
+// recycle returns a written pack's buffer for reuse.
+func (pp *pendingPack) recycle() {
+	b := pp.data[:0]
+	pp.data = nil
+	packBuffers.Put(&b)
+}
+
+// add appends a sealed blob (copying it) and returns a full pack to write, or
+// nil.
 func (p *packer) add(t BlobType, id [32]byte, sealed []byte, raw int) *pendingPack {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cur.data == nil {
-		p.cur.data = make([]byte, 0, p.size+p.size/8)
+		p.cur.data = p.newBuffer()
 	}
 	p.cur.blobs = append(p.cur.blobs, packBlob{Type: t, ID: id, Offset: uint32(len(p.cur.data)), Length: uint32(len(sealed)), Raw: uint32(raw)})
 	p.cur.data = append(p.cur.data, sealed...)
@@ -59,6 +79,13 @@ func (p *packer) take() *pendingPack {
 // the pack record and every blob location. A crash in between leaves
 // unindexed shards that check reports as orphans and scrub --repair removes.
 func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (repo.PackInfo, error) {
+	// Backups leave every drive's reserve for prune, repair and shred.
+	return t.writePackOpts(ctx, pp, repo.WriteOptions{ReservePercent: t.e.reservePercent()})
+}
+
+// writePackOpts is writePack with the drive write options given: prune's
+// repack passes a zero reserve (it may use the reserve it frees).
+func (t *Tenant) writePackOpts(ctx context.Context, pp *pendingPack, wo repo.WriteOptions) (repo.PackInfo, error) {
 	e := t.e
 	var id repo.PackID
 	randomBytes(id[:])
@@ -74,8 +101,7 @@ func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (repo.PackInfo,
 		hdr.Hashes = append(hdr.Hashes, h)
 	}
 	trailer := sealRaw(&t.keys.meta, headerAD(t.id, id), compress(hdr.encode()))
-	// Backups leave every drive's reserve for prune, repair and shred.
-	info, err := e.rp().WritePackWith(ctx, t.container(), id, enc, trailer, repo.WriteOptions{ReservePercent: e.reservePercent()})
+	info, err := e.rp().WritePackWith(ctx, t.container(), id, enc, trailer, wo)
 	if err != nil {
 		return repo.PackInfo{}, fmt.Errorf("write pack: %w", err)
 	}
