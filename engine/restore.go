@@ -8,14 +8,18 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"coffer/engine/fsmeta"
 	"coffer/engine/tree"
+	"coffer/index"
+	"coffer/repo"
 )
 
 // RestoreOptions configure a restore.
@@ -88,27 +92,83 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 	}
 	applyOpts := fsmeta.ApplyOptions{Owner: fsmeta.IsRoot(), Xattrs: true}
 
-	// Restore writes are I/O-bound and each read may wait on several drives:
-	// a few more workers than cores keep drives and cores busy.
+	// Restore works chunk by chunk, not file by file, so one large file is
+	// read, verified and written by every worker at once (WriteAt at the
+	// chunk's offset). Reads wait on drives and writes on the target disk:
+	// twice as many workers as cores keep both busy.
 	g, gctx := errgroup.WithContext(ctx)
-	files := make(chan restoreFile, 64)
-	for i := 0; i < 4; i++ {
+	chunks := make(chan restoreChunk, 256)
+	packs := &packCache{m: map[index.PackID]repo.PackInfo{}}
+	for i := 0; i < 2*runtime.GOMAXPROCS(0); i++ {
 		g.Go(func() error {
-			for f := range files {
-				n, err := t.restoreFile(gctx, f.path, f.node, prog)
+			for c := range chunks {
+				data, err := t.readBlobCached(gctx, DataBlob, c.id, c.loc, packs)
 				if err != nil {
-					return err
+					return fmt.Errorf("%s: %w", c.f.path, err)
 				}
-				if err := fsmeta.Apply(f.path, f.node, applyOpts); err != nil {
-					warn(f.path, err)
+				if err := writeSparse(c.f.fd, data, c.off, c.f.node.Holes); err != nil {
+					return fmt.Errorf("write %s: %w", c.f.path, err)
 				}
-				stMu.Lock()
-				st.Files++
-				st.Bytes += n
-				stMu.Unlock()
+				prog.Bytes.Add(int64(len(data)))
+				if c.f.left.Add(-1) == 0 {
+					if err := c.f.finish(applyOpts, warn); err != nil {
+						return err
+					}
+					stMu.Lock()
+					st.Files++
+					st.Bytes += int64(c.f.node.Size)
+					stMu.Unlock()
+					prog.Files.Add(1)
+				}
 			}
 			return nil
 		})
+	}
+	var opened []*openFile // guarded by stMu; closed on failure
+	// startFile creates a file and queues its chunks; the last chunk written
+	// finishes it. A file without content is finished at once.
+	startFile := func(p string, n *tree.Node) error {
+		_ = os.Remove(p) // never write through an existing link
+		fd, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("create file: %w", err)
+		}
+		rf := &openFile{fd: fd, path: p, node: n}
+		stMu.Lock()
+		opened = append(opened, rf)
+		stMu.Unlock()
+		if len(n.Content) == 0 {
+			if err := rf.finish(applyOpts, warn); err != nil {
+				return err
+			}
+			stMu.Lock()
+			st.Files++
+			stMu.Unlock()
+			return nil
+		}
+		rf.left.Store(int32(len(n.Content)))
+		var off uint64
+		for _, id := range n.Content {
+			// The chunk sizes are not in the tree; the plaintext length in
+			// the index tells each chunk's offset without reading it.
+			loc, ok, err := t.e.db.Blob(t.id, index.BlobID(id))
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("%w: %s: content blob %x is not in the index", ErrDamage, p, id[:8])
+			}
+			select {
+			case chunks <- restoreChunk{f: rf, id: id, loc: loc, off: off}:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			off += uint64(loc.RawLength)
+		}
+		if off != n.Size {
+			return fmt.Errorf("%w: %s: content is %d bytes, the snapshot says %d", ErrDamage, p, off, n.Size)
+		}
+		return nil
 	}
 	var dirs []restoreDir
 	var links []restoreFile
@@ -139,10 +199,8 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 				if !in {
 					continue
 				}
-				select {
-				case files <- restoreFile{path: p, node: n}:
-				case <-gctx.Done():
-					return gctx.Err()
+				if err := startFile(p, n); err != nil {
+					return err
 				}
 			case tree.Hardlink:
 				if in {
@@ -169,10 +227,13 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 		return nil
 	}
 	g.Go(func() error {
-		defer close(files)
+		defer close(chunks)
 		return walk(root, target, "")
 	})
 	if err := g.Wait(); err != nil {
+		for _, f := range opened {
+			f.fd.Close() // a finished file is closed already; that error is moot
+		}
 		return st, fmt.Errorf("restore snapshot %s: %w", s.ID[:8], err)
 	}
 	// Hard links last, once every file is in place. A link whose first name
@@ -215,6 +276,37 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 		st.Dirs++
 	}
 	return st, nil
+}
+
+// openFile is a file being restored; its chunks are written concurrently.
+type openFile struct {
+	fd   *os.File
+	path string
+	node *tree.Node
+	left atomic.Int32 // chunks not yet written
+}
+
+// finish truncates the file to its size (holes at the end stay holes),
+// closes it and applies its metadata.
+func (f *openFile) finish(opts fsmeta.ApplyOptions, warn func(string, error)) error {
+	if err := f.fd.Truncate(int64(f.node.Size)); err != nil {
+		f.fd.Close()
+		return fmt.Errorf("restore %s: %w", f.path, err)
+	}
+	if err := f.fd.Close(); err != nil {
+		return fmt.Errorf("restore %s: %w", f.path, err)
+	}
+	if err := fsmeta.Apply(f.path, f.node, opts); err != nil {
+		warn(f.path, err)
+	}
+	return nil
+}
+
+type restoreChunk struct {
+	f   *openFile
+	id  tree.ID
+	loc index.BlobLoc
+	off uint64
 }
 
 // selected reports whether rel is included (in) or is a folder on the way to

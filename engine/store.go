@@ -225,3 +225,29 @@ func (t *Tenant) sealKey(typ BlobType) *[KeySize]byte {
 	}
 	return &t.keys.data
 }
+
+// packCache keeps the pack records a restore has looked up. It holds one
+// small entry per pack the snapshot touches.
+type packCache struct {
+	mu sync.Mutex // guards m
+	m  map[index.PackID]repo.PackInfo
+}
+
+// readBlobCached is readBlob for a blob whose location is known, with pack
+// records cached in c.
+func (t *Tenant) readBlobCached(ctx context.Context, typ BlobType, id [32]byte, loc index.BlobLoc, c *packCache) ([]byte, error) {
+	c.mu.Lock()
+	p, ok := c.m[loc.Pack]
+	c.mu.Unlock()
+	if !ok {
+		rec, err := t.e.db.Pack(t.id, loc.Pack)
+		if err != nil {
+			return nil, fmt.Errorf("%w: pack %s of blob %x: %v", ErrDamage, loc.Pack, id[:8], err)
+		}
+		p = packInfo(t.container(), rec)
+		c.mu.Lock()
+		c.m[loc.Pack] = p
+		c.mu.Unlock()
+	}
+	return t.readBlobAt(ctx, p, typ, id, loc)
+}
