@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -354,12 +355,10 @@ func TestShredSurvivesFailureAtEveryStep(t *testing.T) {
 		if out, err := exec.Command("cp", "-a", base, dir).CombinedOutput(); err != nil {
 			t.Fatalf("copy: %s", out)
 		}
-		ops := 0
-		failing := true
+		var ops atomic.Int64 // drives are written from several goroutines
 		e, err := Open(dir, Options{WrapDrive: func(id string, d repo.Drive) repo.Drive {
 			return &countingDrive{Drive: d, fail: func() bool {
-				ops++
-				return failing && ops > n
+				return ops.Add(1) > int64(n)
 			}}
 		}})
 		if err != nil {
