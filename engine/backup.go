@@ -407,6 +407,16 @@ func (b *backup) walkVirtual(v *vdir, abs, rel string, own *tree.Tree) *future {
 		b.fail(fmt.Errorf("stat %s: %w", abs, err))
 		return readyFuture(tree.Node{})
 	}
+	if n.Type != tree.Dir {
+		// A folder on the way reached through a symlink (/var/run → /run):
+		// the snapshot records it as the folder it leads to.
+		fi, err := os.Stat(abs)
+		if err != nil || !fi.IsDir() {
+			b.fail(fmt.Errorf("%w: %s is not a folder", ErrInvalid, abs))
+			return readyFuture(tree.Node{})
+		}
+		n = tree.Node{Type: tree.Dir, Mode: uint32(fi.Mode().Perm()), UID: n.UID, GID: n.GID, User: n.User, Group: n.Group, MTime: fi.ModTime().UnixNano(), CTime: n.CTime}
+	}
 	n.Name = filepath.Base(abs)
 	f := &future{done: make(chan struct{}), node: n}
 	var children []*future
