@@ -33,6 +33,11 @@ fuzz:
 bench:
 	$(GO) test -run XXX -bench . -benchmem $(PKGS)
 
+# Side by side with restic 0.18.1 and borg 1.2.4 (installed if missing) on the
+# shared data set; SCALE=1 make compare for the full 1 GiB (default 0.25).
+compare:
+	python3 bench/compare/compare.py
+
 demo: build
 	./scripts/demo.sh
 

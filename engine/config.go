@@ -86,6 +86,9 @@ func (e *Engine) reservePercent() int {
 // repository folder when the drive lies inside it (the default layout), so
 // the folder can be moved or copied whole; absolute otherwise.
 func storedDrivePath(dir, abs string) string {
+	if isDriveURL(abs) {
+		return abs // an S3 drive URL is kept as it is
+	}
 	if rel, err := filepath.Rel(dir, abs); err == nil && filepath.IsLocal(rel) {
 		return rel
 	}
@@ -94,6 +97,9 @@ func storedDrivePath(dir, abs string) string {
 
 // resolveDrivePath turns a configured drive path into an absolute one.
 func resolveDrivePath(dir, p string) string {
+	if isDriveURL(p) {
+		return p
+	}
 	if filepath.IsAbs(p) {
 		return p
 	}

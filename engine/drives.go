@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"coffer/index"
@@ -134,7 +132,8 @@ func (e *Engine) FailDrive(ctx context.Context, ref string) (DriveInfo, error) {
 	return DriveInfo{ID: d.ID, Rack: d.Rack, Path: resolveDrivePath(e.dir, d.Path), State: d.State}, nil
 }
 
-// AddDrive adds the folder path (created if missing) as a new drive in rack.
+// AddDrive adds the folder path (created if missing), or the existing S3
+// bucket at an s3:// or s3+http:// URL, as a new drive in rack.
 // A folder that already belongs to another repository, or is already a drive
 // of this one, is refused. It returns a warning when the layout still cannot
 // survive the loss of a rack.
@@ -142,7 +141,7 @@ func (e *Engine) AddDrive(ctx context.Context, rack, path string) (DriveInfo, st
 	if err := repo.ValidateRack(rack); err != nil {
 		return DriveInfo{}, "", invalidf("%v", err)
 	}
-	path, err := filepath.Abs(path)
+	path, err := canonicalDrivePath(path)
 	if err != nil {
 		return DriveInfo{}, "", err
 	}
@@ -155,10 +154,7 @@ func (e *Engine) AddDrive(ctx context.Context, rack, path string) (DriveInfo, st
 	}
 	repoID := e.cfg.repoID()
 	e.mu.Unlock()
-	if err := os.MkdirAll(path, 0o700); err != nil {
-		return DriveInfo{}, "", fmt.Errorf("create drive folder: %w", err)
-	}
-	drv, err := repo.NewDirDrive(path)
+	drv, err := openDrivePath(ctx, path, s3Options(e.opts.S3CAFile, e.opts.S3AllowVersioning), true)
 	if err != nil {
 		return DriveInfo{}, "", err
 	}

@@ -176,18 +176,15 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 		if err := repo.ValidateRack(d.Rack); err != nil {
 			return nil, invalidf("drive %s: %v", d.Path, err)
 		}
-		p, err := filepath.Abs(d.Path)
+		p, err := canonicalDrivePath(d.Path)
 		if err != nil {
 			return nil, err
 		}
 		if seen[p] {
-			return nil, invalidf("drive folder %s is listed twice", p)
+			return nil, invalidf("drive %s is listed twice", p)
 		}
 		seen[p] = true
-		if err := os.MkdirAll(p, 0o700); err != nil {
-			return nil, fmt.Errorf("create drive folder %s: %w", p, err)
-		}
-		drv, err := repo.NewDirDrive(p)
+		drv, err := openDrivePath(ctx, p, s3Options(o.S3CAFile, o.S3AllowVersioning), true)
 		if err != nil {
 			return nil, err
 		}
@@ -356,7 +353,7 @@ func (e *Engine) openDrives() (*repo.Repo, error) {
 func (e *Engine) openDrive(ctx context.Context, d driveConfig, id repo.DriveID) (repo.Drive, error) {
 	var drv repo.Drive
 	path := resolveDrivePath(e.dir, d.Path)
-	dd, err := repo.NewDirDrive(path)
+	dd, err := openDrivePath(ctx, path, s3Options(e.opts.S3CAFile, e.opts.S3AllowVersioning), false)
 	if err != nil {
 		return nil, err
 	}

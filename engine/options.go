@@ -26,7 +26,8 @@ const (
 	maxPackSize = 512 << 20
 )
 
-// DriveSpec names a drive and its rack: a folder path.
+// DriveSpec names a drive and its rack: a folder path, or an S3 drive URL
+// (s3://HOST[:PORT]/BUCKET[/PREFIX], s3+http:// for a loopback server).
 type DriveSpec struct {
 	Rack string
 	Path string
@@ -46,6 +47,9 @@ type InitOptions struct {
 	MasterKeyFile string
 	// Actor names who runs the command, for the audit trail ("" = OS user).
 	Actor string
+	// S3CAFile and S3AllowVersioning configure S3 drives (repo.S3Options).
+	S3CAFile          string
+	S3AllowVersioning bool
 }
 
 func (o *InitOptions) fill() {
@@ -104,6 +108,13 @@ type Options struct {
 	// WrapDrive, if set, wraps every drive as it is opened (tests inject
 	// faults with repo/drivetest.Faulty).
 	WrapDrive func(id string, d repo.Drive) repo.Drive
+
+	// S3CAFile is a PEM file of the certificate authorities of S3 drives
+	// served over HTTPS; "" means the system roots.
+	S3CAFile string
+	// S3AllowVersioning accepts S3 buckets with versioning or object lock
+	// (see repo.S3Options.AllowVersioning).
+	S3AllowVersioning bool
 }
 
 // Validate checks the bounds of the options.

@@ -41,6 +41,9 @@ type RebuildOptions struct {
 	// record that failed authentication, ...); nil discards them. The same
 	// warnings are in the report.
 	Warn io.Writer
+	// S3CAFile and S3AllowVersioning configure S3 drives (repo.S3Options).
+	S3CAFile          string
+	S3AllowVersioning bool
 }
 
 // RebuildReport says what Rebuild recovered.
@@ -339,11 +342,11 @@ func (rb *rebuilder) findDrives(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		p, err := filepath.Abs(s.Path)
+		p, err := canonicalDrivePath(s.Path)
 		if err != nil {
 			return err
 		}
-		drv, err := repo.NewDirDrive(p)
+		drv, err := openDrivePath(ctx, p, s3Options(rb.o.S3CAFile, rb.o.S3AllowVersioning), false)
 		var ident repo.Identity
 		if err == nil {
 			ident, err = repo.ReadIdentity(ctx, drv)

@@ -241,6 +241,13 @@ func (t *Tenant) readBlobCached(ctx context.Context, typ BlobType, id [32]byte, 
 	c.mu.Unlock()
 	if !ok {
 		rec, err := t.e.db.Pack(t.id, loc.Pack)
+		if errors.Is(err, index.ErrNotFound) {
+			// A prune may have repacked the blob since its location was
+			// read: look it up again once.
+			if fresh, found, lerr := t.e.db.Blob(t.id, id); lerr == nil && found && fresh.Pack != loc.Pack {
+				return t.readBlobCached(ctx, typ, id, fresh, c)
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: pack %s of blob %x: %v", ErrDamage, loc.Pack, id[:8], err)
 		}

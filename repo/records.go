@@ -35,8 +35,12 @@ func checkRecordName(name string) error {
 // PutRecord writes a small record to C = max(M+1, 3) drives (capped at the number
 // of drives in service), chosen by rendezvous hashing on the name over distinct
 // racks first. Every copy must be written: the error names each drive that failed.
-// Records carry their own version (the engine's business); PutRecord simply
-// replaces the copies on the chosen drives. data is not retained.
+// One exception: a copy whose drive is unreachable (the error wraps
+// ErrS3Unreachable: a storage server that vanished) goes to the next drive in
+// placement order, exactly as if that drive had been out of service when the
+// repository was opened; GetRecord finds it there. Records carry their own
+// version (the engine's business); PutRecord simply replaces the copies on the
+// chosen drives. data is not retained.
 func (r *Repo) PutRecord(ctx context.Context, name string, data []byte) error {
 	if err := checkRecordName(name); err != nil {
 		return err
@@ -45,22 +49,47 @@ func (r *Repo) PutRecord(ctx context.Context, name string, data []byte) error {
 		return fmt.Errorf("put record %s: %d bytes, more than %d", name, len(data), MaxRecordSize)
 	}
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error // guarded by mu
+		wg          sync.WaitGroup
+		mu          sync.Mutex
+		errs        []error // guarded by mu
+		written     int     // guarded by mu
+		unreachable int     // guarded by mu
 	)
-	// One goroutine per copy: each goes to a different drive.
-	for _, m := range r.placeRecord(name) {
-		wg.Go(func() {
-			if err := m.Drive.Put(ctx, name, data); err != nil {
+	ranked := spread(r.usable, append([]byte("record\x00"), name...), len(r.usable))
+	want := min(r.recordCopies(), len(ranked))
+	next := ranked[:want]
+	ranked = ranked[want:]
+	for len(next) > 0 {
+		// One goroutine per copy: each goes to a different drive.
+		for _, m := range next {
+			wg.Go(func() {
+				err := m.Drive.Put(ctx, name, data)
 				mu.Lock()
-				errs = append(errs, fmt.Errorf("put record %s on drive %s: %w", name, m.ID, err))
-				mu.Unlock()
-			}
-		})
+				defer mu.Unlock()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("put record %s on drive %s: %w", name, m.ID, err))
+					if errors.Is(err, ErrS3Unreachable) {
+						unreachable++
+					}
+				} else {
+					written++
+				}
+			})
+		}
+		wg.Wait()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if len(errs) > unreachable {
+			return errors.Join(errs...) // a drive that answered and failed: no stand-in
+		}
+		n := min(want-written, len(ranked))
+		next, ranked = ranked[:n], ranked[n:]
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	if written < want {
+		return errors.Join(errs...)
+	}
+	return nil
 }
 
 // GetRecord returns every copy of the record found on drives in service: first on

@@ -137,7 +137,9 @@ func (r *Repo) WritePackWith(ctx context.Context, container string, id PackID, e
 				id, ErrDriveFull, strings.Join(full, ", "), o.ReservePercent)
 		}
 	}
-	placed := spread(candidates, append([]byte("pack\x00"), id[:]...), min(n, len(candidates)))
+	ranked := spread(candidates, append([]byte("pack\x00"), id[:]...), len(candidates))
+	placed := ranked[:min(n, len(candidates))]
+	spares := ranked[len(placed):]
 	p := PackInfo{
 		ID: id, Container: container, K: enc.K, M: enc.M, BlockSize: r.opts.BlockSize,
 		DataLen: enc.DataLen, ShardLen: enc.ShardLen,
@@ -163,6 +165,39 @@ func (r *Repo) WritePackWith(ctx context.Context, container string, id PackID, e
 			p.Drives[i] = m.ID
 		} else {
 			failed = append(failed, errs[i])
+		}
+	}
+	// Below the quorum, failed shards (lowest index first) move to drives in
+	// service that hold no shard of the pack, in placement order (racks
+	// round-robin), until the quorum is met or no such drive is left: a
+	// whole server or rack that vanished mid-backup does not stop it while
+	// the other racks have spare drives. Shards beyond the quorum stay
+	// unwritten for scrub --repair, which puts them in the emptiest rack.
+	for len(placed)-len(failed) < quorum && len(spares) > 0 && ctx.Err() == nil {
+		var moved []int
+		for i := range placed {
+			if errs[i] != nil && len(moved) < min(quorum-(len(placed)-len(failed)), len(spares)) {
+				moved = append(moved, i)
+			}
+		}
+		for j, i := range moved {
+			m := spares[j]
+			wg.Go(func() {
+				if err := r.putShard(ctx, p, i, m, enc.Shards[i], trailer); err != nil {
+					errs[i] = errors.Join(errs[i], err)
+				} else {
+					errs[i] = nil
+					p.Drives[i] = m.ID
+				}
+			})
+		}
+		wg.Wait()
+		spares = spares[len(moved):]
+		failed = failed[:0]
+		for i := range placed {
+			if errs[i] != nil {
+				failed = append(failed, errs[i])
+			}
 		}
 	}
 	if err := ctx.Err(); err != nil || len(placed)-len(failed) < quorum {

@@ -49,7 +49,8 @@ func runIndexRebuild(cmd *cobra.Command, g *globals, drives string) error {
 	if err != nil {
 		return err
 	}
-	o := engine.RebuildOptions{MasterKeyFile: g.keyFile, RetryLock: g.retryLock, Command: "coffer index rebuild", Warn: g.stderr}
+	o := engine.RebuildOptions{MasterKeyFile: g.keyFile, RetryLock: g.retryLock, Command: "coffer index rebuild", Warn: g.stderr,
+		S3CAFile: g.s3CA, S3AllowVersioning: g.s3AllowVersioning}
 	if drives != "" {
 		if o.Drives, err = parseDrives(drives); err != nil {
 			return err
@@ -119,6 +120,7 @@ func (g *globals) openTenantRebuilding(cmd *cobra.Command) (*engine.Engine, *eng
 	}
 	rep, rerr := engine.Rebuild(cmd.Context(), dir, engine.RebuildOptions{
 		MasterKeyFile: g.keyFile, RetryLock: g.retryLock, Command: "coffer " + cmd.Name() + " (index rebuild)", Warn: g.stderr,
+		S3CAFile: g.s3CA, S3AllowVersioning: g.s3AllowVersioning,
 	})
 	if rerr != nil {
 		return nil, nil, fmt.Errorf("the index of %s is %s and could not be rebuilt from the drives: %w", dir, state, rerr)

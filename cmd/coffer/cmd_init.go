@@ -37,7 +37,8 @@ func runInit(cmd *cobra.Command, g *globals, f initFlags) error {
 	if err != nil {
 		return err
 	}
-	o := engine.InitOptions{DataShards: f.dataShards, ParityShards: f.parityShards, MasterKeyFile: g.keyFile}
+	o := engine.InitOptions{DataShards: f.dataShards, ParityShards: f.parityShards, MasterKeyFile: g.keyFile,
+		S3CAFile: g.s3CA, S3AllowVersioning: g.s3AllowVersioning}
 	if o.DataShards < 1 {
 		return usagef("--data-shards must be at least 1")
 	}

@@ -22,6 +22,10 @@ type globals struct {
 	tenant    string
 	json      bool
 	retryLock time.Duration
+	// S3 drives: the CA file of their HTTPS servers, and whether buckets
+	// with versioning or object lock are accepted.
+	s3CA              string
+	s3AllowVersioning bool
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
@@ -47,6 +51,8 @@ packed and Reed-Solomon coded across drives in different racks.
 	pf.StringVar(&g.tenant, "tenant", os.Getenv("COFFER_TENANT"), "tenant name (env COFFER_TENANT)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.retryLock, "retry-lock", 0, "wait this long for another process that holds the repository")
+	pf.StringVar(&g.s3CA, "s3-ca", os.Getenv("COFFER_S3_CA"), "PEM file of the certificate authorities of s3:// drives (env COFFER_S3_CA; default: the system roots)")
+	pf.BoolVar(&g.s3AllowVersioning, "s3-allow-versioning", false, "accept S3 buckets with versioning or object lock (only when lifecycle rules expire old versions: a delete there only adds a marker)")
 
 	root.AddCommand(
 		newInitCmd(g),
@@ -63,6 +69,8 @@ packed and Reed-Solomon coded across drives in different racks.
 		newKeyCmd(g),
 		newReportCmd(g),
 		newAuditCmd(g),
+		newForgetCmd(g),
+		newPruneCmd(g),
 	)
 	for _, c := range root.Commands() {
 		addExitHelp(c)
@@ -129,6 +137,9 @@ func (g *globals) open(cmd *cobra.Command) (*engine.Engine, error) {
 		RetryLock:     g.retryLock,
 		Command:       "coffer " + cmd.Name(),
 		Warn:          g.stderr,
+
+		S3CAFile:          g.s3CA,
+		S3AllowVersioning: g.s3AllowVersioning,
 	})
 }
 
@@ -201,7 +212,9 @@ func formatBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// parseDrives parses "rack:path,rack:path".
+// parseDrives parses "rack:path,rack:path". A path may be an S3 drive URL
+// (rack:s3://host:port/bucket): the rack ends at the first ':', and a URL is
+// kept as it is (it is no folder to make absolute).
 func parseDrives(s string) ([]engine.DriveSpec, error) {
 	var out []engine.DriveSpec
 	for _, part := range strings.Split(s, ",") {
@@ -212,6 +225,10 @@ func parseDrives(s string) ([]engine.DriveSpec, error) {
 		rack, path, ok := strings.Cut(part, ":")
 		if !ok || rack == "" || path == "" {
 			return nil, usagef("drive %q is not RACK:PATH", part)
+		}
+		if strings.HasPrefix(strings.ToLower(path), "s3") && strings.Contains(path, "://") {
+			out = append(out, engine.DriveSpec{Rack: rack, Path: path})
+			continue
 		}
 		abs, err := filepath.Abs(path)
 		if err != nil {
