@@ -37,5 +37,25 @@ step "check reports the lost drives as damage (exit 14 is expected here)"
 set +e
 "$COFFER" check >"$WORK/check.txt"
 rc=$?
-tail -n 3 "$WORK/check.txt"
+set -e
+tail -n 2 "$WORK/check.txt"
 echo "coffer check exited $rc"
+
+step "replace the lost drives: mark them failed, add two new ones, heal"
+for d in $("$COFFER" drive list --json | python3 -c 'import json,sys; print(" ".join(d["id"] for d in json.load(sys.stdin)["drives"] if not d["available"]))'); do
+  "$COFFER" drive fail "$d"
+done
+"$COFFER" drive add --rack r1 "$COFFER_REPO/drives/d7"
+"$COFFER" drive add --rack r2 "$COFFER_REPO/drives/d8"
+"$COFFER" scrub --repair | tail -n 2
+"$COFFER" check | tail -n 1
+
+step "lose the head node: keep only the drive folders and the master key"
+mkdir -p "$WORK/kept"
+cp -a "$COFFER_REPO/master.key" "$WORK/kept/"
+for d in "$COFFER_REPO"/drives/d*; do mv "$d" "$WORK/kept/"; done
+rm -rf "$COFFER_REPO"
+drives=$(for d in "$WORK"/kept/d*; do printf 'any:%s,' "$d"; done)
+COFFER_REPO=$WORK/newhead "$COFFER" --master-key-file "$WORK/kept/master.key" index rebuild --drives "${drives%,}" | tail -n 3
+COFFER_REPO=$WORK/newhead "$COFFER" --master-key-file "$WORK/kept/master.key" restore latest --target "$WORK/restore2" | tail -n 1
+diff -r --no-dereference -x .git -x bin "$SRC" "$WORK/restore2$SRC" && echo "restore from the rebuilt index is identical to $SRC"
