@@ -96,7 +96,6 @@ type backup struct {
 	sealCh      chan sealJob
 	flushCh     chan *pendingPack
 	dirCh       chan dirTask
-	bufPool     sync.Pool
 
 	pendingMu sync.Mutex
 	pending   map[[32]byte]struct{} // blobs claimed by this backup and not yet indexed
@@ -190,11 +189,11 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	workers := runtime.GOMAXPROCS(0)
 	b := &backup{
 		t: t, ctx: ctx, cancel: cancel, opts: o, prog: o.Progress,
-		data:      packer{size: t.e.cfg.PackSize},
-		trees:     packer{size: t.e.cfg.PackSize},
+		data:      packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M},
+		trees:     packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M, grow: true},
 		fileCh:    make(chan fileJob, 4*workers),
 		sealCh:    make(chan sealJob, 2*workers),
-		flushCh:   make(chan *pendingPack, 1),
+		flushCh:   make(chan *pendingPack),
 		dirCh:     make(chan dirTask, 256),
 		pending:   map[[32]byte]struct{}{},
 		hardlinks: map[devIno]string{},
@@ -202,9 +201,6 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	if b.prog == nil {
 		b.prog = &Progress{}
 	}
-	// Chunk buffers: every one has capacity chunk.MaxSize (a chunk never
-	// needs more); at most workers + len(sealCh) + workers are in use.
-	b.bufPool.New = func() any { s := make([]byte, chunk.MaxSize); return &s }
 
 	parent, parentTree, err := t.findParent(ctx, paths, o)
 	if err != nil {
@@ -629,9 +625,6 @@ func (b *backup) readFile(rd *reader, f *future, path string, r io.Reader) {
 	var ids []tree.ID
 	var size uint64
 	for {
-		// The chunk is read straight into the buffer rd holds; a new chunk's
-		// buffer is handed to the seal stage whole and rd takes a fresh one
-		// from the pool, so chunk data is never copied on this path.
 		data, err := c.Next(rd.buf)
 		if errors.Is(err, io.EOF) {
 			break
@@ -651,8 +644,11 @@ func (b *backup) readFile(rd *reader, f *future, path string, r io.Reader) {
 			return
 		}
 		if isNew {
-			p := &data
-			rd.buf = *b.bufPool.Get().(*[]byte)
+			// A copy into a buffer of the chunk's size class: chunks average
+			// 1 MiB, and holding the 8 MiB chunker buffer for every chunk in
+			// flight would multiply the backup's memory by eight.
+			p := getChunkBuf(len(data))
+			*p = append((*p)[:0], data...)
 			select {
 			case b.sealCh <- sealJob{typ: DataBlob, id: id, buf: p}:
 			case <-b.ctx.Done():
@@ -711,13 +707,11 @@ func (b *backup) claim(id [32]byte) (bool, error) {
 func (b *backup) sealWorker() {
 	for job := range b.sealCh {
 		if b.ctx.Err() != nil {
-			b.bufPool.Put(job.buf)
+			putChunkBuf(job.buf)
 			continue
 		}
 		b.store(job.typ, job.id, *job.buf)
-		if cap(*job.buf) == chunk.MaxSize {
-			b.bufPool.Put(job.buf)
-		}
+		putChunkBuf(job.buf)
 	}
 }
 
@@ -847,4 +841,26 @@ func (b *backup) scan(paths []string) {
 		})
 	}
 	b.prog.ScanDone.Store(true)
+}
+
+// Chunk buffers in flight between file and seal workers, pooled by size class
+// (1 MiB steps up to chunk.MaxSize), so memory follows the chunks' real sizes:
+// at most (file workers + len(sealCh) + seal workers) chunks are held.
+var chunkBufs [chunk.MaxSize>>20 + 1]sync.Pool
+
+func chunkClass(n int) int { return (n + 1<<20 - 1) >> 20 }
+
+func getChunkBuf(n int) *[]byte {
+	c := chunkClass(n)
+	if p, ok := chunkBufs[c].Get().(*[]byte); ok {
+		return p
+	}
+	b := make([]byte, 0, c<<20)
+	return &b
+}
+
+func putChunkBuf(p *[]byte) {
+	if c := cap(*p); c>>20 < len(chunkBufs) && c&(1<<20-1) == 0 {
+		chunkBufs[c>>20].Put(p)
+	}
 }

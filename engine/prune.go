@@ -309,8 +309,8 @@ func (t *Tenant) prune(ctx context.Context, o PruneOptions) (*PruneReport, error
 	p := &pruner{
 		t: t, o: o, s: s,
 		rep:   &PruneReport{DryRun: o.DryRun, Tenants: 1, Warnings: []string{}},
-		data:  packer{size: t.e.cfg.PackSize},
-		trees: packer{size: t.e.cfg.PackSize},
+		data:  packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M},
+		trees: packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M, grow: true},
 	}
 	if err := p.mark(ctx); err != nil {
 		return nil, err

@@ -21,6 +21,8 @@ type pendingPack struct {
 // backups) touches few packs. It is safe for concurrent use.
 type packer struct {
 	size int
+	grow bool       // allocate small and grow (tree packs), instead of a full pack buffer
+	k, m int        // the pack buffer has room for k+m shards
 	mu   sync.Mutex // guards cur
 	cur  pendingPack
 }
@@ -30,7 +32,15 @@ type packer struct {
 var packBuffers sync.Pool
 
 func (p *packer) newBuffer() []byte {
-	want := p.size + p.size/8 + maxScratch
+	// A pack closes once it reaches size, so it overshoots by less than one
+	// sealed blob (a maximal chunk plus overhead).
+	want := p.size + maxScratch
+	if p.k > 0 {
+		want = repo.EncodedCap(p.k, p.m, want) // room for the parity: encoded in place
+	}
+	if p.grow {
+		return make([]byte, 0, 1<<20) // tree packs are small: grow as needed
+	}
 	if b, ok := packBuffers.Get().(*[]byte); ok && cap(*b) == want {
 		return (*b)[:0]
 	}
@@ -41,7 +51,7 @@ func (p *packer) newBuffer() []byte {
 func (pp *pendingPack) recycle() {
 	b := pp.data[:0]
 	pp.data = nil
-	packBuffers.Put(&b)
+	packBuffers.Put(&b) // newBuffer drops it if its capacity does not fit
 }
 
 // add appends a sealed blob (copying it) and returns a full pack to write, or
@@ -89,7 +99,9 @@ func (t *Tenant) writePackOpts(ctx context.Context, pp *pendingPack, wo repo.Wri
 	e := t.e
 	var id repo.PackID
 	randomBytes(id[:])
-	enc, err := repo.Encode(e.cfg.K, e.cfg.M, pp.data)
+	// In place: the pack buffer has room for the parity (see packer); pp.data
+	// is not touched again until the pack is written.
+	enc, err := repo.EncodeInPlace(e.cfg.K, e.cfg.M, pp.data)
 	if err != nil {
 		return repo.PackInfo{}, fmt.Errorf("encode pack: %w", err)
 	}

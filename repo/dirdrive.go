@@ -96,6 +96,13 @@ const putRetries = 8
 
 // Put implements Drive.
 func (d *DirDrive) Put(ctx context.Context, name string, data []byte) error {
+	return d.PutParts(ctx, name, data)
+}
+
+var _ PartsPutter = (*DirDrive)(nil)
+
+// PutParts is Put of the concatenation of parts.
+func (d *DirDrive) PutParts(ctx context.Context, name string, parts ...[]byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -114,15 +121,17 @@ func (d *DirDrive) Put(ctx context.Context, name string, data []byte) error {
 			os.Remove(tmpName)
 		}
 	}()
-	for rest := data; len(rest) > 0; {
-		if err := ctx.Err(); err != nil {
-			return err
+	for _, data := range parts {
+		for rest := data; len(rest) > 0; {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			n := min(len(rest), writeChunk)
+			if _, err := tmp.Write(rest[:n]); err != nil {
+				return fmt.Errorf("put %s: write temporary file: %w", name, err)
+			}
+			rest = rest[n:]
 		}
-		n := min(len(rest), writeChunk)
-		if _, err := tmp.Write(rest[:n]); err != nil {
-			return fmt.Errorf("put %s: write temporary file: %w", name, err)
-		}
-		rest = rest[n:]
 	}
 	if err := tmp.Sync(); err != nil {
 		return fmt.Errorf("put %s: fsync temporary file: %w", name, err)

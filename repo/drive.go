@@ -28,6 +28,15 @@ type Drive interface {
 	Delete(ctx context.Context, name string) error
 }
 
+// PartsPutter is an optional ability of a Drive, found by type assertion:
+// PutParts stores the concatenation of parts exactly as Put would store it
+// joined (atomic and durable when it returns nil), so a caller need not copy
+// a shard's header, data and trailer into one buffer. Implementations must
+// not retain parts.
+type PartsPutter interface {
+	PutParts(ctx context.Context, name string, parts ...[]byte) error
+}
+
 // PrefixDeleter is an optional ability of a Drive, found by type assertion:
 // DeletePrefix removes every object whose name starts with prefix (a non-empty
 // folder prefix ending in "/", checked with ValidatePrefix), in one operation where

@@ -190,7 +190,12 @@ func OpenS3Drive(ctx context.Context, rawURL string, o S3Options) (*S3Drive, err
 	case err != nil && ctx.Err() != nil:
 		return nil, ctx.Err()
 	case errors.Is(err, ErrS3Unreachable):
-		return nil, fail("server %s is unreachable: %w", loc.host, errors.Unwrap(err))
+		cause := err
+		var ue *unreachableError
+		if errors.As(err, &ue) {
+			cause = ue.cause
+		}
+		return nil, fail("server %s is unreachable (%v): %w", loc.host, cause, ErrS3Unreachable)
 	case errors.Is(err, ErrS3Denied):
 		return nil, fail("access to bucket %q was denied: the access key or secret is wrong, or the key may not use this bucket: %w", d.bucket, ErrS3Denied)
 	case err != nil:
@@ -311,6 +316,19 @@ const (
 	transient                   // retry after a backoff
 	unreachable                 // trip the breaker and give up
 )
+
+// unreachableError is the error of a call to a server that could not be
+// reached; it wraps ErrS3Unreachable.
+type unreachableError struct {
+	what, url string
+	cause     error
+}
+
+func (u *unreachableError) Error() string {
+	return fmt.Sprintf("%s on %s: server unreachable: %v", u.what, u.url, u.cause)
+}
+
+func (u *unreachableError) Unwrap() error { return ErrS3Unreachable }
 
 // permanentError marks an error a call's attempt has already mapped (not
 // found, short object): it is returned as is, without retry.
@@ -457,7 +475,7 @@ func (d *S3Drive) do(ctx context.Context, what string, timeout time.Duration, at
 				err = fmt.Errorf("no answer within %s", timeout)
 			}
 			d.trip(err)
-			return fmt.Errorf("%s: %w: %s: %v", what, ErrS3Unreachable, d.url, err)
+			return &unreachableError{what: what, url: d.url, cause: err}
 		}
 		if i >= d.o.Attempts {
 			return fmt.Errorf("%s on %s: gave up after %d attempts: %w", what, d.url, i, err)

@@ -207,6 +207,21 @@ func EncodeShardFile(h ShardHeader, data, trailer []byte) ([]byte, error) {
 }
 
 func appendShardFile(dst []byte, h ShardHeader, data, trailer []byte) ([]byte, error) {
+	if need := int(h.FileSize()); cap(dst)-len(dst) < need {
+		dst = append(make([]byte, 0, len(dst)+need), dst...)
+	}
+	dst, err := appendShardHead(dst, h, data, trailer)
+	if err != nil {
+		return nil, err
+	}
+	dst = append(dst, data...)
+	return append(dst, trailer...), nil
+}
+
+// appendShardHead appends the part of a shard file before its data: the
+// fixed header and the block table of data. The file is that, then data,
+// then trailer.
+func appendShardHead(dst []byte, h ShardHeader, data, trailer []byte) ([]byte, error) {
 	if int64(len(data)) != h.ShardLen || len(trailer) != h.TrailerLen {
 		return nil, fmt.Errorf("repo: encode shard: %d data bytes and %d trailer bytes, header says %d and %d",
 			len(data), len(trailer), h.ShardLen, h.TrailerLen)
@@ -214,13 +229,8 @@ func appendShardFile(dst []byte, h ShardHeader, data, trailer []byte) ([]byte, e
 	if err := h.check(); err != nil {
 		return nil, fmt.Errorf("repo: encode shard: %v", err)
 	}
-	if need := int(h.FileSize()); cap(dst)-len(dst) < need {
-		dst = append(make([]byte, 0, len(dst)+need), dst...)
-	}
 	dst = h.appendFixed(dst)
-	dst = appendTable(dst, data, h.BlockSize)
-	dst = append(dst, data...)
-	return append(dst, trailer...), nil
+	return appendTable(dst, data, h.BlockSize), nil
 }
 
 // checkBlocks checks data, the shard bytes starting at block first, against crcs.
@@ -265,6 +275,45 @@ func Encode(k, m int, data []byte) (*Encoded, error) {
 	s := ceilDiv(int64(len(data)), int64(k))
 	buf := make([]byte, int64(k+m)*s)
 	copy(buf, data)
+	return encodeBuf(enc, k, m, int64(len(data)), s, buf)
+}
+
+// EncodeInPlace is Encode without a copy: when cap(data) holds all k+m
+// shards (EncodedCap), the shards are laid out in data's own backing array,
+// the padding and parity written after the data. The result then aliases
+// data, which the caller must leave untouched until it is done with the
+// Encoded. With a smaller capacity it is Encode.
+func EncodeInPlace(k, m int, data []byte) (*Encoded, error) {
+	if err := checkKM(k, m); err != nil {
+		return nil, err
+	}
+	if len(data) == 0 {
+		return nil, ErrEmptyPack
+	}
+	if len(data) > MaxPackSize {
+		return nil, fmt.Errorf("repo: pack of %d bytes is larger than %d", len(data), MaxPackSize)
+	}
+	s := ceilDiv(int64(len(data)), int64(k))
+	need := int64(k+m) * s
+	if int64(cap(data)) < need {
+		return Encode(k, m, data)
+	}
+	enc, err := encoderFor(k, m)
+	if err != nil {
+		return nil, err
+	}
+	buf := data[:need]
+	clear(buf[len(data):]) // padding; parity is overwritten by the encoder
+	return encodeBuf(enc, k, m, int64(len(data)), s, buf)
+}
+
+// EncodedCap is the capacity a pack buffer of up to n bytes needs for
+// EncodeInPlace.
+func EncodedCap(k, m, n int) int {
+	return (k + m) * int(ceilDiv(int64(n), int64(k)))
+}
+
+func encodeBuf(enc reedsolomon.Encoder, k, m int, dataLen, s int64, buf []byte) (*Encoded, error) {
 	shards := make([][]byte, k+m)
 	for i := range shards {
 		shards[i] = buf[int64(i)*s : int64(i+1)*s : int64(i+1)*s]
@@ -278,7 +327,7 @@ func Encode(k, m int, data []byte) (*Encoded, error) {
 		wg.Go(func() { hashes[i] = blake3.Sum256(shards[i]) })
 	}
 	wg.Wait()
-	return &Encoded{K: k, M: m, DataLen: int64(len(data)), ShardLen: s, Shards: shards, Hashes: hashes}, nil
+	return &Encoded{K: k, M: m, DataLen: dataLen, ShardLen: s, Shards: shards, Hashes: hashes}, nil
 }
 
 func checkKM(k, m int) error {

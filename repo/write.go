@@ -225,16 +225,26 @@ func (r *Repo) quorum(k, m int) int {
 func (r *Repo) putShard(ctx context.Context, p PackInfo, i int, m *Member, data, trailer []byte) error {
 	h := p.header(i)
 	h.TrailerLen = len(trailer)
-	buf := getBuffer()
-	defer putBuffer(buf)
-	file, err := appendShardFile((*buf)[:0], h, data, trailer)
-	if err != nil {
-		return err
-	}
-	*buf = file
 	name := ShardName(p.Container, p.ID, i)
 	r.headers.evict(cacheKey{m.ID, name})
-	if err := m.Drive.Put(ctx, name, file); err != nil {
+	var err error
+	if pp, ok := m.Drive.(PartsPutter); ok {
+		// Header and block table, then the shard data and the trailer as
+		// they are: no copy of the shard into a file buffer.
+		var head []byte
+		if head, err = appendShardHead(nil, h, data, trailer); err == nil {
+			err = pp.PutParts(ctx, name, head, data, trailer)
+		}
+	} else {
+		buf := getBuffer()
+		defer putBuffer(buf)
+		var file []byte
+		if file, err = appendShardFile((*buf)[:0], h, data, trailer); err == nil {
+			*buf = file
+			err = m.Drive.Put(ctx, name, file)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("write pack %s shard %d to drive %s: %w", p.ID, i, m.ID, err)
 	}
 	return nil
