@@ -189,7 +189,7 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	workers := runtime.GOMAXPROCS(0)
 	b := &backup{
 		t: t, ctx: ctx, cancel: cancel, opts: o, prog: o.Progress,
-		data:      packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M},
+		data:      packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M, slots: make(chan struct{}, 2), done: ctx.Done()},
 		trees:     packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M, grow: true},
 		fileCh:    make(chan fileJob, 4*workers),
 		sealCh:    make(chan sealJob, 2*workers),
@@ -224,9 +224,7 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 
 	// Stage goroutines. Worker counts: file and seal workers are CPU-bound
 	// (chunking, hashing, compressing, sealing), one per core each, so a
-	// stage waiting on I/O leaves the other stage the cores. Two pack writers
-	// let one pack's shards be written while the next is erasure-coded; each
-	// writes its k+m shards to different drives in parallel.
+	// stage waiting on I/O leaves the other stage the cores.
 	var fileWG, sealWG, flushWG, dirWG sync.WaitGroup
 	for i := 0; i < workers; i++ {
 		fileWG.Add(1)
@@ -234,10 +232,11 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 		sealWG.Add(1)
 		go func() { defer sealWG.Done(); b.sealWorker() }()
 	}
-	for i := 0; i < 2; i++ {
-		flushWG.Add(1)
-		go func() { defer flushWG.Done(); b.packWriter() }()
-	}
+	// One pack writer: it writes a pack's k+m shards to their drives in
+	// parallel while the packer fills the next; a second writer would hold
+	// another pack buffer (1.5 × pack size) for little gain.
+	flushWG.Add(1)
+	go func() { defer flushWG.Done(); b.packWriter() }()
 	dirWG.Add(1)
 	go func() { defer dirWG.Done(); b.finisher() }()
 

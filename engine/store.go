@@ -12,8 +12,9 @@ import (
 
 // pendingPack is a full pack waiting to be written.
 type pendingPack struct {
-	data  []byte
-	blobs []packBlob
+	data    []byte
+	blobs   []packBlob
+	release func() // frees the packer's buffer slot; nil if it has none
 }
 
 // packer gathers sealed blobs of one tenant and one blob type into packs.
@@ -21,10 +22,17 @@ type pendingPack struct {
 // backups) touches few packs. It is safe for concurrent use.
 type packer struct {
 	size int
-	grow bool       // allocate small and grow (tree packs), instead of a full pack buffer
-	k, m int        // the pack buffer has room for k+m shards
-	mu   sync.Mutex // guards cur
-	cur  pendingPack
+	grow bool // allocate small and grow (tree packs), instead of a full pack buffer
+	k, m int  // the pack buffer has room for k+m shards
+	// slots, if set, bounds the pack buffers alive at once (one filling, the
+	// others being written): add waits for a written pack to be recycled, so
+	// a slow drive slows the backup instead of growing its memory. done
+	// ends the wait when the operation is cancelled.
+	slots chan struct{}
+	done  <-chan struct{}
+
+	mu  sync.Mutex // guards cur
+	cur pendingPack
 }
 
 // packBuffers recycles pack buffers (a pack is written, then its buffer is
@@ -32,14 +40,22 @@ type packer struct {
 var packBuffers sync.Pool
 
 func (p *packer) newBuffer() []byte {
-	// A pack closes once it reaches size, so it overshoots by less than one
-	// sealed blob (a maximal chunk plus overhead).
-	want := p.size + maxScratch
+	want := p.size
 	if p.k > 0 {
 		want = repo.EncodedCap(p.k, p.m, want) // room for the parity: encoded in place
 	}
 	if p.grow {
 		return make([]byte, 0, 1<<20) // tree packs are small: grow as needed
+	}
+	if p.slots != nil {
+		select {
+		case p.slots <- struct{}{}:
+			slots := p.slots
+			var once sync.Once
+			p.cur.release = func() { once.Do(func() { <-slots }) }
+		case <-p.done:
+			return nil
+		}
 	}
 	if b, ok := packBuffers.Get().(*[]byte); ok && cap(*b) == want {
 		return (*b)[:0]
@@ -52,24 +68,37 @@ func (pp *pendingPack) recycle() {
 	b := pp.data[:0]
 	pp.data = nil
 	packBuffers.Put(&b) // newBuffer drops it if its capacity does not fit
+	if pp.release != nil {
+		pp.release()
+	}
 }
 
 // add appends a sealed blob (copying it) and returns a full pack to write, or
-// nil.
+// nil. A blob that would take the open pack past its size closes it first,
+// so a pack holds at most size bytes (or one blob larger than that) and its
+// buffer never grows.
 func (p *packer) add(t BlobType, id [32]byte, sealed []byte, raw int) *pendingPack {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	var full *pendingPack
+	if len(p.cur.blobs) > 0 && len(p.cur.data)+len(sealed) > p.size {
+		done := p.cur
+		full = &done
+		p.cur = pendingPack{}
+	}
 	if p.cur.data == nil {
-		p.cur.data = p.newBuffer()
+		if p.cur.data = p.newBuffer(); p.cur.data == nil {
+			return full // cancelled: the blob is dropped with the operation
+		}
 	}
 	p.cur.blobs = append(p.cur.blobs, packBlob{Type: t, ID: id, Offset: uint32(len(p.cur.data)), Length: uint32(len(sealed)), Raw: uint32(raw)})
 	p.cur.data = append(p.cur.data, sealed...)
-	if len(p.cur.data) < p.size {
-		return nil
+	if full == nil && len(p.cur.data) >= p.size {
+		done := p.cur
+		full = &done
+		p.cur = pendingPack{}
 	}
-	full := p.cur
-	p.cur = pendingPack{}
-	return &full
+	return full
 }
 
 // take returns the partly filled pack, or nil if it is empty.
