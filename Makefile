@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := bin/coffer
 PKGS     := ./...
 
-.PHONY: all build test test-full race lint fuzz bench compare demo clean
+.PHONY: all build test test-full race lint fuzz bench compare demo demo-s3 clean
 
 all: build
 
@@ -40,6 +40,12 @@ compare:
 
 demo: build
 	./scripts/demo.sh
+
+# Nine S3 drives on three local versitygw servers (one per rack); one server
+# is stopped and the restore is still identical. Needs versitygw (.ci/run
+# installs it; go install github.com/versity/versitygw/cmd/versitygw@v1.8.0).
+demo-s3: build
+	./scripts/demo-s3.sh
 
 clean:
 	rm -rf bin
