@@ -40,6 +40,7 @@ func TestCrashKill(t *testing.T) {
 	t.Run("backup", func(t *testing.T) { crashKillBackup(t, bin) })
 	t.Run("scrub-repair", func(t *testing.T) { crashKillScrub(t, bin) })
 	t.Run("index-rebuild", func(t *testing.T) { crashKillRebuild(t, bin) })
+	t.Run("prune", func(t *testing.T) { crashKillPrune(t, bin) })
 }
 
 // crashSeed makes a run repeatable; a failing run logs it.
