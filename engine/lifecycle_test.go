@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	mathrand "math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -482,9 +483,8 @@ func TestQuota(t *testing.T) {
 	before := indexDump(t, e)
 	src := t.TempDir()
 	big := make([]byte, 4<<20)
-	for i := range big {
-		big[i] = byte(i*2654435761>>13) ^ byte(i>>7)
-	}
+	mathrand.New(mathrand.NewSource(7)).Read(big) // incompressible: it must not fit
+
 	os.WriteFile(filepath.Join(src, "big"), big, 0o644)
 	if _, err := tn.Backup(ctx, []string{src}, BackupOptions{Host: "h"}); !errors.Is(err, ErrQuotaExceeded) {
 		t.Fatalf("backup over quota: %v", err)
