@@ -112,7 +112,7 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 			return nil
 		}
 		if o.ReadData {
-			if _, err := t.readBlobAt(ctx, packInfo(t.container(), rec), BlobType(loc.Type), id, loc); err != nil {
+			if _, err := t.readBlobFresh(ctx, packInfo(t.container(), rec), BlobType(loc.Type), id, loc); err != nil {
 				problem("blob %x in pack %s: %v", id[:8], loc.Pack, err)
 			}
 			prog.Bytes.Add(int64(loc.Length))

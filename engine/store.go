@@ -237,6 +237,18 @@ func (t *Tenant) readBlob(ctx context.Context, typ BlobType, id [32]byte) ([]byt
 }
 
 func (t *Tenant) readBlobAt(ctx context.Context, p repo.PackInfo, typ BlobType, id [32]byte, loc index.BlobLoc) ([]byte, error) {
+	return t.readBlobFrom(ctx, p, typ, id, loc, t.e.rp().ReadRange)
+}
+
+// readBlobFresh is readBlobAt bypassing the cache of recently read blocks
+// (check --read-data verifies what is on the drives now).
+func (t *Tenant) readBlobFresh(ctx context.Context, p repo.PackInfo, typ BlobType, id [32]byte, loc index.BlobLoc) ([]byte, error) {
+	return t.readBlobFrom(ctx, p, typ, id, loc, t.e.rp().ReadRangeFresh)
+}
+
+type rangeReader func(ctx context.Context, p repo.PackInfo, off, n int64, verify func([]byte) error) ([]byte, error)
+
+func (t *Tenant) readBlobFrom(ctx context.Context, p repo.PackInfo, typ BlobType, id [32]byte, loc index.BlobLoc, read rangeReader) ([]byte, error) {
 	var plain []byte
 	verify := func(sealed []byte) error {
 		b, err := openBlob(t.sealKey(typ), t.id, typ, id, sealed, int(loc.RawLength))
@@ -249,7 +261,7 @@ func (t *Tenant) readBlobAt(ctx context.Context, p repo.PackInfo, typ BlobType, 
 		plain = b
 		return nil
 	}
-	if _, err := t.e.rp().ReadRange(ctx, p, int64(loc.Offset), int64(loc.Length), verify); err != nil {
+	if _, err := read(ctx, p, int64(loc.Offset), int64(loc.Length), verify); err != nil {
 		if errors.Is(err, repo.ErrTooFewShards) {
 			return nil, fmt.Errorf("%w: %s blob %x: %v", ErrDamage, typ, id[:8], err)
 		}

@@ -96,7 +96,7 @@ func TestReadRangeBadArguments(t *testing.T) {
 }
 
 // TestReadRangeTouchesOnlyDataShards checks that a small read goes to one data
-// shard, and that its header is read once.
+// shard, and that its header and block are read once.
 func TestReadRangeTouchesOnlyDataShards(t *testing.T) {
 	td := newDrives(t, 6, 3, false)
 	r := newRepo(t, td, smallOpts)
@@ -116,11 +116,22 @@ func TestReadRangeTouchesOnlyDataShards(t *testing.T) {
 		n := td.faulty[id].Calls(drivetest.OpRead) - before[id]
 		want := 0
 		if i == 1 { // S = 2 blocks, so pack offset 2*bs+10 is in data shard 1
-			want = 1 + 3 // header once, then one read per call
+			want = 1 + 1 // header once, the block once (then from the block cache)
 		}
 		if n != want {
 			t.Errorf("shard %d: %d reads, want %d", i, n, want)
 		}
+	}
+	// ReadRangeFresh goes to the drive every time.
+	id := p.Drives[1]
+	n0 := td.faulty[id].Calls(drivetest.OpRead)
+	for range 2 {
+		if got, err := r.ReadRangeFresh(ctx, p, 2*bs+10, 100, nil); err != nil || !bytes.Equal(got, data[2*bs+10:2*bs+110]) {
+			t.Fatalf("ReadRangeFresh: %v", err)
+		}
+	}
+	if n := td.faulty[id].Calls(drivetest.OpRead) - n0; n != 2 {
+		t.Errorf("ReadRangeFresh: %d reads of shard 1, want 2", n)
 	}
 }
 

@@ -47,7 +47,7 @@ func (r *Repo) shardMeta(ctx context.Context, m *Member, p PackInfo, i int) (*sh
 
 // readBlocks reads bytes [ba, bb) of shard i's data, where ba is a multiple of the
 // block size and bb one too or the shard length, and checks their block CRCs.
-func (r *Repo) readBlocks(ctx context.Context, p PackInfo, i int, ba, bb int64) ([]byte, error) {
+func (r *Repo) readBlocks(ctx context.Context, p PackInfo, i int, ba, bb int64, useCache bool) ([]byte, error) {
 	m, err := r.drive(p.Drives[i])
 	if err != nil {
 		return nil, err
@@ -57,16 +57,21 @@ func (r *Repo) readBlocks(ctx context.Context, p PackInfo, i int, ba, bb int64) 
 		return nil, err
 	}
 	buf := make([]byte, bb-ba)
+	first := ba / int64(p.BlockSize)
+	if useCache && r.blocks.copyRange(m.ID, name, first, p.BlockSize, buf) {
+		return buf, nil
+	}
 	err = m.Drive.ReadAt(ctx, name, buf, meta.h.DataOffset()+ba)
 	if err == nil {
-		err = checkBlocks(buf, int(ba/int64(p.BlockSize)), p.BlockSize, meta.crcs)
+		err = checkBlocks(buf, int(first), p.BlockSize, meta.crcs)
 	}
 	if err != nil {
 		// The cached header may be stale (the shard was rewritten) or the file
 		// damaged: read it afresh next time.
-		r.headers.evict(cacheKey{m.ID, name})
+		r.evictShard(m.ID, name)
 		return nil, fmt.Errorf("read %s [%d,%d) on drive %s: %w", name, ba, bb, m.ID, err)
 	}
+	r.blocks.putRange(m.ID, name, first, p.BlockSize, buf)
 	return buf, nil
 }
 
@@ -85,9 +90,10 @@ type pieceKey struct {
 
 // rangeRead is the state of one ReadRange call.
 type rangeRead struct {
-	r   *Repo
-	p   PackInfo
-	enc reedsolomon.Encoder
+	r     *Repo
+	p     PackInfo
+	enc   reedsolomon.Encoder
+	fresh bool // read every block from its drive, not from the block cache
 
 	mu    sync.Mutex
 	bad   []error             // per shard: why it is unusable in this read; guarded by mu
@@ -113,7 +119,7 @@ func (rr *rangeRead) get(ctx context.Context, i int, ba, bb int64) ([]byte, erro
 		return nil, err
 	}
 	rr.mu.Unlock()
-	b, err := rr.r.readBlocks(ctx, rr.p, i, ba, bb)
+	b, err := rr.r.readBlocks(ctx, rr.p, i, ba, bb, !rr.fresh)
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
 	if err != nil {
@@ -258,6 +264,17 @@ func (rr *rangeRead) assemble(ctx context.Context, pieces []piece, n int64, excl
 // passes verify, it wraps ErrCorrupt and verify's first error. The returned slice
 // belongs to the caller.
 func (r *Repo) ReadRange(ctx context.Context, p PackInfo, off, n int64, verify func([]byte) error) ([]byte, error) {
+	return r.readRange(ctx, p, off, n, verify, false)
+}
+
+// ReadRangeFresh is ReadRange reading every block from its drive, never from
+// the cache of recently read blocks: for checks that must see what is on the
+// drives now.
+func (r *Repo) ReadRangeFresh(ctx context.Context, p PackInfo, off, n int64, verify func([]byte) error) ([]byte, error) {
+	return r.readRange(ctx, p, off, n, verify, true)
+}
+
+func (r *Repo) readRange(ctx context.Context, p PackInfo, off, n int64, verify func([]byte) error, fresh bool) ([]byte, error) {
 	if err := p.check(); err != nil {
 		return nil, err
 	}
@@ -278,7 +295,7 @@ func (r *Repo) ReadRange(ctx context.Context, p PackInfo, off, n int64, verify f
 		return nil, err
 	}
 	pieces := p.pieces(off, n)
-	rr := &rangeRead{r: r, p: p, enc: enc, bad: make([]error, p.K+p.M), bytes: map[pieceKey][]byte{}}
+	rr := &rangeRead{r: r, p: p, enc: enc, fresh: fresh, bad: make([]error, p.K+p.M), bytes: map[pieceKey][]byte{}}
 	none := make([]bool, p.K+p.M)
 	out, err := rr.assemble(ctx, pieces, n, none)
 	if err != nil {
@@ -418,7 +435,7 @@ func (r *Repo) readTrailer(ctx context.Context, p PackInfo, i int, d DriveID) ([
 	}
 	t := make([]byte, meta.h.TrailerLen)
 	if err := m.Drive.ReadAt(ctx, name, t, meta.h.TrailerOffset()); err != nil {
-		r.headers.evict(cacheKey{m.ID, name})
+		r.evictShard(m.ID, name)
 		return nil, fmt.Errorf("read trailer of %s on drive %s: %w", name, d, err)
 	}
 	return t, nil
@@ -487,7 +504,7 @@ func (r *Repo) scanShard(ctx context.Context, p PackInfo, i int, keep bool) ([]b
 		return nil, fmt.Errorf("verify pack %s shard %d: %w", p.ID, i, err)
 	}
 	name := ShardName(p.Container, p.ID, i)
-	r.headers.evict(cacheKey{m.ID, name}) // read the header from the drive, not the cache
+	r.evictShard(m.ID, name) // read the header from the drive, not the cache
 	meta, _, err := r.shardMeta(ctx, m, p, i)
 	if err != nil {
 		return nil, fmt.Errorf("verify pack %s shard %d: %w", p.ID, i, err)
@@ -600,7 +617,7 @@ func (r *Repo) RewriteShard(ctx context.Context, p PackInfo, i int, to DriveID, 
 		return err
 	}
 	name := ShardName(p.Container, p.ID, i)
-	r.headers.evict(cacheKey{to, name})
+	r.evictShard(to, name)
 	if err := dst.Drive.Put(ctx, name, file); err != nil {
 		return fmt.Errorf("rewrite pack %s shard %d to drive %s: %w", p.ID, i, to, err)
 	}

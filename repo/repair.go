@@ -115,7 +115,7 @@ func (r *Repo) DeleteShardCopy(ctx context.Context, d DriveID, container string,
 		return fmt.Errorf("delete pack %s shard %d: %w", id, i, err)
 	}
 	name := ShardName(container, id, i)
-	r.headers.evict(cacheKey{d, name})
+	r.evictShard(d, name)
 	if err := m.Drive.Delete(ctx, name); err != nil {
 		return fmt.Errorf("delete %s on drive %s: %w", name, d, err)
 	}

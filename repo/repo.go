@@ -83,6 +83,7 @@ type Repo struct {
 	byID    map[DriveID]*Member // every member, failed or not; immutable
 	usable  []*Member           // non-failed members, in the order given; immutable
 	headers *headerCache        // shard headers and block tables recently read
+	blocks  *blockCache         // shard blocks recently read and checked
 }
 
 // New returns a Repo over members. It needs at least K members that are not
@@ -98,6 +99,7 @@ func New(members []Member, opts Options) (*Repo, error) {
 		members: slices.Clone(members),
 		byID:    make(map[DriveID]*Member, len(members)),
 		headers: newHeaderCache(headerCacheEntries),
+		blocks:  newBlockCache(blockCacheEntries),
 	}
 	for i := range r.members {
 		m := &r.members[i]
@@ -253,4 +255,10 @@ func validContainer(c string) error {
 		return fmt.Errorf("%w: container %q: %v", ErrInvalidName, c, err)
 	}
 	return nil
+}
+
+// evictShard forgets what the caches hold of one shard file.
+func (r *Repo) evictShard(d DriveID, name string) {
+	r.headers.evict(cacheKey{d, name})
+	r.blocks.evictShard(d, name)
 }

@@ -226,7 +226,7 @@ func (r *Repo) putShard(ctx context.Context, p PackInfo, i int, m *Member, data,
 	h := p.header(i)
 	h.TrailerLen = len(trailer)
 	name := ShardName(p.Container, p.ID, i)
-	r.headers.evict(cacheKey{m.ID, name})
+	r.evictShard(m.ID, name)
 	var err error
 	if pp, ok := m.Drive.(PartsPutter); ok {
 		// Header and block table, then the shard data and the trailer as
@@ -308,7 +308,7 @@ func (r *Repo) deleteShards(ctx context.Context, p PackInfo) error {
 		}
 		wg.Go(func() {
 			name := ShardName(p.Container, p.ID, i)
-			r.headers.evict(cacheKey{d, name})
+			r.evictShard(d, name)
 			if err := m.Drive.Delete(ctx, name); err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("delete pack %s shard %d on drive %s: %w", p.ID, i, d, err))
