@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -228,6 +229,11 @@ func (e *Engine) finish(ctx context.Context, shred []*tenantEntry) (*ShredReport
 		if !slices.Contains(pending, id) || te.meta.State == stateShredded {
 			continue
 		}
+		// Its registered client keys go first, while its key can still open
+		// their record to find the lookup entries.
+		if err := e.dropClientKeys(ctx, te); err != nil {
+			return nil, fmt.Errorf("remove the client keys of tenant %s: %w", id[:8], err)
+		}
 		name := tenantRecordName(te.rec.ID)
 		if err := e.rp().DeleteRecord(ctx, name); err != nil {
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("tenant %s: old key copies on unreachable drives remain (useless once the epoch is destroyed): %v", id[:8], err))
@@ -422,4 +428,28 @@ func deletePrefix(ctx context.Context, d repo.Drive, prefix string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// dropClientKeys removes a tenant's registered client keys from the drives and
+// the index (the set and every lookup entry), so that a shredded tenant's key
+// can be registered again for another tenant.
+func (e *Engine) dropClientKeys(ctx context.Context, te *tenantEntry) error {
+	h, err := e.tenantHandle(te)
+	if err != nil {
+		return err
+	}
+	set, _, err := e.readClientKeys(te, h.keys)
+	if err != nil {
+		return err
+	}
+	if err := e.rp().DeleteRecord(ctx, clientKeysRecordName(te.rec.ID)); err != nil {
+		return err
+	}
+	b := e.db.NewBatch()
+	defer b.Close()
+	b.DeleteMeta(clientKeysMeta(te.rec.ID))
+	for _, k := range set.Keys {
+		b.DeleteMeta(clientKeyLookupMeta(ed25519.PublicKey(k.Key)))
+	}
+	return b.Commit()
 }

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"crypto/ed25519"
+	"encoding/binary"
 	"golang.org/x/sys/unix"
 
 	"bytes"
@@ -267,6 +269,9 @@ func (rb *rebuilder) recover(ctx context.Context) error {
 	}
 	for _, c := range sortedKeys(rb.tenants) {
 		if err := rb.recoverSnapshots(ctx, rb.tenants[c]); err != nil {
+			return err
+		}
+		if err := rb.recoverClientKeys(ctx, rb.tenants[c]); err != nil {
 			return err
 		}
 	}
@@ -861,6 +866,40 @@ func (rb *rebuilder) recoverSnapshots(ctx context.Context, t *Tenant) error {
 		return ctx.Err()
 	}
 	return err
+}
+
+// recoverClientKeys indexes a tenant's registered client keys (the newest
+// valid copy of r/keys/<tenant>) and their lookup entries.
+func (rb *rebuilder) recoverClientKeys(ctx context.Context, t *Tenant) error {
+	name := clientKeysRecordName(t.id)
+	copies, err := rb.recordCopies(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(copies) == 0 {
+		return nil
+	}
+	best, body := rb.newestRecord(copies, recClientKeys, []*[KeySize]byte{&t.keys.meta}, t.id, name)
+	if best == nil {
+		rb.warnf("client keys of tenant %x: no valid copy of their record", t.id[:])
+		return nil
+	}
+	if best.tombstone() {
+		return nil
+	}
+	var set clientKeySet
+	if err := json.Unmarshal(body, &set); err != nil {
+		rb.warnf("client keys of tenant %x: unreadable record", t.id[:])
+		return nil
+	}
+	v := binary.LittleEndian.AppendUint64(nil, best.Version)
+	rb.b.PutMeta(clientKeysMeta(t.id), append(v, best.Body...))
+	for _, k := range set.Keys {
+		if len(k.Key) == ed25519.PublicKeySize {
+			rb.b.PutMeta(clientKeyLookupMeta(ed25519.PublicKey(k.Key)), append([]byte{}, t.id[:]...))
+		}
+	}
+	return rb.maybeFlush()
 }
 
 func sortedDriveIDs[V any](m map[repo.DriveID]V) []repo.DriveID {

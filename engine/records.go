@@ -11,6 +11,8 @@ const (
 	recConfig   byte = 1 // repository config, plain JSON (no secrets, no tenant data)
 	recTenant   byte = 2 // tenant record: wrapped key and sealed metadata
 	recSnapshot byte = 3 // snapshot record, sealed under the tenant's metadata key
+	// 4, 5 and 6 are the audit log's kinds (audit.go); 7 is recClientKeys
+	// (clientkeys.go).
 )
 
 const (
@@ -51,7 +53,7 @@ func decodeRecord(b []byte) (*record, error) {
 		return nil, fmt.Errorf("%w: not a coffer record", ErrCorrupt)
 	}
 	r := &record{Kind: b[4], Flags: b[5], Version: binary.LittleEndian.Uint64(b[6:14])}
-	if r.Kind < recConfig || r.Kind > recSnapshot {
+	if r.Kind < recConfig || r.Kind > recClientKeys {
 		return nil, fmt.Errorf("%w: unknown record kind %d", ErrCorrupt, r.Kind)
 	}
 	if r.Flags&^recFlagTombstone != 0 {

@@ -17,7 +17,7 @@ func newTenantCmd(g *globals) *cobra.Command {
 		Short: "Manage tenants (customers)",
 	}
 	c.AddCommand(newTenantCreateCmd(g), newTenantListCmd(g), newTenantLockCmd(g, true), newTenantLockCmd(g, false),
-		newTenantSetCmd(g), newTenantShredCmd(g), newTenantSweepCmd(g))
+		newTenantSetCmd(g), newTenantShredCmd(g), newTenantSweepCmd(g), newTenantKeyCmd(g))
 	return c
 }
 

@@ -26,6 +26,9 @@ type globals struct {
 	// with versioning or object lock are accepted.
 	s3CA              string
 	s3AllowVersioning bool
+	// Remote use: the server's address, the client's private key file and
+	// the server key's expected fingerprint (docs/remote.md).
+	remote, identity, serverFP string
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
@@ -52,6 +55,9 @@ packed and Reed-Solomon coded across drives in different racks.
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.retryLock, "retry-lock", 0, "wait this long for another process that holds the repository")
 	pf.StringVar(&g.s3CA, "s3-ca", os.Getenv("COFFER_S3_CA"), "PEM file of the certificate authorities of s3:// drives (env COFFER_S3_CA; default: the system roots)")
+	pf.StringVar(&g.remote, "remote", os.Getenv("COFFER_REMOTE"), "run data commands on the server at HOST:PORT (env COFFER_REMOTE)")
+	pf.StringVar(&g.identity, "identity", os.Getenv("COFFER_IDENTITY"), "private key file for --remote, from coffer keygen or ssh-keygen -t ed25519 (env COFFER_IDENTITY)")
+	pf.StringVar(&g.serverFP, "server-fingerprint", os.Getenv("COFFER_SERVER_FINGERPRINT"), "expected fingerprint of the --remote server's key, SHA256:… (env COFFER_SERVER_FINGERPRINT)")
 	pf.BoolVar(&g.s3AllowVersioning, "s3-allow-versioning", false, "accept S3 buckets with versioning or object lock (only when lifecycle rules expire old versions: a delete there only adds a marker)")
 
 	root.AddCommand(
@@ -71,7 +77,10 @@ packed and Reed-Solomon coded across drives in different racks.
 		newAuditCmd(g),
 		newForgetCmd(g),
 		newPruneCmd(g),
+		newKeygenCmd(g),
+		newServeCmd(g),
 	)
+	wireRemote(root, g)
 	for _, c := range root.Commands() {
 		addExitHelp(c)
 	}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"coffer/engine"
+	"coffer/engine/remote"
+)
+
+// coffer serve, and the client side of remote use (--remote, --identity,
+// --server-fingerprint) of the data commands. docs/remote.md describes both.
+
+func newServeCmd(g *globals) *cobra.Command {
+	var listen string
+	var cfg remote.Config
+	c := &cobra.Command{
+		Use:   "serve --listen ADDR",
+		Short: "Serve the repository to remote clients (TLS 1.3, registered client keys only); prints the server key's fingerprint",
+		Long: `Serve the repository to remote clients over TLS 1.3. Clients log in with a key
+registered with coffer tenant key add; the key alone decides the tenant. The
+server key is REPO/server.key (mode 0600), made on the first start; clients pin
+its fingerprint, which is printed at start. SIGINT or SIGTERM stop the server
+after the requests in flight finish. Events are logged to stderr as
+structured lines without tenant content.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if listen == "" {
+				return usagef("serve needs --listen ADDR (for example 0.0.0.0:7443)")
+			}
+			e, err := g.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w", listen, err)
+			}
+			return runServe(cmd.Context(), g, e, ln, cfg)
+		},
+	}
+	c.Flags().StringVar(&listen, "listen", "", "address to listen on, HOST:PORT")
+	c.Flags().IntVar(&cfg.MaxConns, "max-conns", 64, "most client connections at once")
+	c.Flags().DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close a connection idle this long")
+	return c
+}
+
+// runServe serves e on ln until ctx ends (SIGINT or SIGTERM in the CLI).
+// It prints the server fingerprint on stdout once it listens.
+func runServe(ctx context.Context, g *globals, e *engine.Engine, ln net.Listener, cfg remote.Config) error {
+	key, created, err := remote.LoadOrCreateServerKey(e.Dir())
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("server key: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(g.stderr, nil))
+	cfg.Log = func(event string, kv ...any) { logger.Info(event, kv...) }
+	srv, err := remote.NewServer(e, key, cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if created {
+		fmt.Fprintf(g.stdout, "made a new server key in %s/%s\n", e.Dir(), remote.ServerKeyName)
+	}
+	fmt.Fprintf(g.stdout, "server fingerprint: %s\nlistening on %s\n", srv.Fingerprint(), ln.Addr())
+	err = srv.Serve(ctx, ln)
+	logger.Info("server.stop")
+	if err != nil {
+		return err
+	}
+	return nil
+}
+
+// wireRemote makes the data commands go to a server when --remote is set.
+// Commands not yet served remotely refuse --remote instead of quietly
+// running on a local repository.
+func wireRemote(root *cobra.Command, g *globals) {
+	for _, c := range root.Commands() {
+		name, local := c.Name(), c.RunE
+		if local == nil {
+			continue
+		}
+		switch name {
+		case "snapshots", "ls", "dump", "restore":
+			c.RunE = func(cmd *cobra.Command, a []string) error {
+				if g.remote == "" {
+					return local(cmd, a)
+				}
+				return runRemote(cmd, g, name, a)
+			}
+		case "backup", "forget", "prune":
+			c.RunE = func(cmd *cobra.Command, a []string) error {
+				if g.remote == "" {
+					return local(cmd, a)
+				}
+				return fmt.Errorf("coffer %s does not work with --remote yet (snapshots, ls, dump and restore do); run it on the server's repository", name)
+			}
+		}
+	}
+}
+
+// dialRemote connects to --remote with --identity, pinned to
+// --server-fingerprint.
+func (g *globals) dialRemote(ctx context.Context) (*remote.Client, error) {
+	if g.identity == "" {
+		return nil, usagef("--remote needs --identity FILE (or COFFER_IDENTITY): the private key made by coffer keygen")
+	}
+	if g.serverFP == "" {
+		return nil, usagef("--remote needs --server-fingerprint SHA256:… (or COFFER_SERVER_FINGERPRINT), as coffer serve prints it")
+	}
+	key, err := remote.ReadPrivateKey(g.identity)
+	if err != nil {
+		return nil, err
+	}
+	return remote.Dial(ctx, g.remote, key, g.serverFP)
+}
+
+func runRemote(cmd *cobra.Command, g *globals, name string, a []string) error {
+	ctx := cmd.Context()
+	var target string
+	var includes []string
+	if name == "restore" {
+		target, _ = cmd.Flags().GetString("target")
+		includes, _ = cmd.Flags().GetStringArray("include")
+		if target == "" {
+			return usagef("restore needs --target DIR")
+		}
+	}
+	cl, err := g.dialRemote(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	switch name {
+	case "snapshots":
+		ss, err := cl.Snapshots(ctx)
+		if err != nil {
+			return err
+		}
+		if g.json {
+			return g.printJSON(ss)
+		}
+		w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "ID\tTIME\tHOST\tTAGS\tPATHS")
+		for _, s := range ss {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.ID[:min(8, len(s.ID))], s.Time.Format(time.DateTime), s.Host, strings.Join(s.Tags, ","), strings.Join(s.Paths, " "))
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(g.stdout, "%d snapshots\n", len(ss))
+		return nil
+	case "ls":
+		dir := "/"
+		if len(a) == 2 {
+			dir = a[1]
+		}
+		entries := []engine.Entry{}
+		err := cl.List(ctx, a[0], dir, func(en engine.Entry) error {
+			if g.json {
+				entries = append(entries, en)
+				return nil
+			}
+			_, err := fmt.Fprintln(g.stdout, en.Path)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if g.json {
+			return g.printJSON(entries)
+		}
+		return nil
+	case "dump":
+		return cl.Dump(ctx, a[0], a[1], g.stdout)
+	case "restore":
+		st, err := cl.Restore(ctx, a[0], target, includes)
+		if err != nil {
+			return err
+		}
+		for _, w := range st.Warnings {
+			fmt.Fprintf(g.stderr, "warning: %s\n", w)
+		}
+		if g.json {
+			return g.printJSON(map[string]any{"snapshot": st.Snapshot, "files": st.Files, "dirs": st.Dirs, "other": st.Other, "bytes": st.Bytes, "warnings": st.Warnings})
+		}
+		fmt.Fprintf(g.stdout, "restored snapshot %s to %s: %d files, %d folders, %d other, %s\n", st.Snapshot[:min(8, len(st.Snapshot))], target, st.Files, st.Dirs, st.Other, formatBytes(st.Bytes))
+		return nil
+	}
+	return nil
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"coffer/engine"
+	"coffer/engine/remote"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startServe runs coffer serve's work function on loopback for the
+// repository in dir and returns its address and fingerprint.
+func startServe(t *testing.T, dir string) (addr, fp string, out *lockedBuffer) {
+	t.Helper()
+	e, err := engine.Open(dir, engine.Options{Command: "coffer serve"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = &lockedBuffer{}
+	g := &globals{stdout: out, stderr: out}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runServe(ctx, g, e, ln, remoteConfigForTest()) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		e.Close()
+	})
+	re := regexp.MustCompile(`server fingerprint: (SHA256:\S+)`)
+	for i := 0; i < 1000; i++ {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			return ln.Addr().String(), m[1], out
+		}
+		runtimeGosched()
+	}
+	t.Fatalf("serve printed no fingerprint: %s", out.String())
+	return
+}
+
+func TestRemoteCLI(t *testing.T) {
+	r := newTestRepo(t, "alice")
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "create", "bob")
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "a.txt"), []byte("alpha\n"))
+	writeFile(t, filepath.Join(src, "d", "b.bin"), bytes.Repeat([]byte{7}, 300000))
+	r.must(t, nil, "backup", src)
+
+	keys := t.TempDir()
+	id := filepath.Join(keys, "id")
+	kg := mustCoffer(t, nil, "keygen", "--out", id)
+	if fi, err := os.Stat(id); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("private key mode: %v %v", fi, err)
+	}
+	if pub, err := os.ReadFile(id + ".pub"); err != nil || !strings.HasPrefix(string(pub), "ssh-ed25519 AAAA") {
+		t.Fatalf("public key: %q %v", pub, err)
+	}
+	fpLine := regexp.MustCompile(`fingerprint: (SHA256:\S+)`).FindStringSubmatch(kg.stdout)
+	if fpLine == nil {
+		t.Fatalf("keygen printed no fingerprint: %s", kg)
+	}
+	if res := coffer(t, nil, "keygen", "--out", id); res.code == exitOK {
+		t.Fatalf("keygen overwrote a key: %s", res)
+	}
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "add", "alice", id+".pub", "--role", "restore,backup")
+	res := coffer(t, nil, "--repo", r.dir, "tenant", "key", "add", "alice", id+".pub", "--role", "sudo")
+	if res.code != exitUsage {
+		t.Fatalf("bad role: %s", res)
+	}
+	list := mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "list", "alice")
+	if !strings.Contains(list.stdout, fpLine[1]) || !strings.Contains(list.stdout, "backup,restore") {
+		t.Fatalf("key list: %s", list)
+	}
+	if bob := mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "list", "bob"); strings.Contains(bob.stdout, fpLine[1]) {
+		t.Fatalf("bob lists alice's key: %s", bob)
+	}
+
+	addr, fp, out := startServe(t, r.dir)
+	rem := []string{"--remote", addr, "--identity", id, "--server-fingerprint", fp}
+	snaps := mustCoffer(t, nil, cat(rem, "snapshots")...)
+	if !strings.Contains(snaps.stdout, "1 snapshots") {
+		t.Fatalf("remote snapshots: %s", snaps)
+	}
+	ls := mustCoffer(t, nil, cat(rem, "ls", "latest")...)
+	if !strings.Contains(ls.stdout, "/d/b.bin") {
+		t.Fatalf("remote ls: %s", ls)
+	}
+	dump := mustCoffer(t, nil, cat(rem, "dump", "latest", filepath.Join(src, "a.txt"))...)
+	if dump.stdout != "alpha\n" {
+		t.Fatalf("remote dump: %s", dump)
+	}
+	target := t.TempDir()
+	mustCoffer(t, nil, cat(rem, "restore", "latest", "--target", target)...)
+	compareTrees(t, src, filepath.Join(target, src))
+
+	// The same through the environment.
+	t.Setenv("COFFER_REMOTE", addr)
+	t.Setenv("COFFER_IDENTITY", id)
+	t.Setenv("COFFER_SERVER_FINGERPRINT", fp)
+	mustCoffer(t, nil, "snapshots")
+	os.Unsetenv("COFFER_REMOTE")
+	os.Unsetenv("COFFER_IDENTITY")
+	os.Unsetenv("COFFER_SERVER_FINGERPRINT")
+
+	// Wrong fingerprint: refused with one line, before any data.
+	bad := coffer(t, nil, "--remote", addr, "--identity", id, "--server-fingerprint", fpLine[1], "snapshots")
+	checkErrorLine(t, bad)
+	if !strings.Contains(bad.stderr, "fingerprint") {
+		t.Fatalf("wrong fingerprint: %s", bad)
+	}
+	// Not yet remote: backup says so instead of touching a local repository.
+	nb := coffer(t, nil, cat(rem, "backup", src)...)
+	checkErrorLine(t, nb)
+	if !strings.Contains(nb.stderr, "--remote") {
+		t.Fatalf("remote backup: %s", nb)
+	}
+	// An unknown key is refused (removed keys and locked tenants get the
+	// same answer: engine/remote TestRemoteRefusedBeforeData).
+	other := filepath.Join(keys, "other")
+	mustCoffer(t, nil, "keygen", "--out", other)
+	unknown := coffer(t, nil, "--remote", addr, "--identity", other, "--server-fingerprint", fp, "snapshots")
+	checkErrorLine(t, unknown)
+	if !strings.Contains(unknown.stderr, "refused") {
+		t.Fatalf("unknown key: %s", unknown)
+	}
+	// Structured log lines carry no tenant name or file names.
+	logs := out.String()
+	if !strings.Contains(logs, "msg=request") || strings.Contains(logs, "alice") || strings.Contains(logs, "a.txt") {
+		t.Fatalf("server log: %s", logs)
+	}
+}
+
+func remoteConfigForTest() remote.Config { return remote.Config{} }
+
+func runtimeGosched() { time.Sleep(5 * time.Millisecond) }

@@ -1,0 +1,401 @@
+package remote
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"coffer/engine"
+)
+
+// Client is a connection to a Coffer server, authenticated with a client
+// key and pinned to the server's key. Its methods are safe for concurrent
+// use; requests are served one at a time.
+type Client struct {
+	mu    sync.Mutex // guards the connection's request/response stream
+	c     *tls.Conn
+	bw    *bufio.Writer
+	br    *bufio.Reader
+	roles []string
+}
+
+// Dial connects to the server at addr with identity, and checks that the
+// server's key has the fingerprint serverFP before the client shows its own
+// certificate or sends anything. A mismatch is ErrFingerprint; a refused key
+// is ErrRefused.
+func Dial(ctx context.Context, addr string, identity ed25519.PrivateKey, serverFP string) (*Client, error) {
+	serverFP = NormalizeFingerprint(serverFP)
+	if !strings.HasPrefix(serverFP, "SHA256:") {
+		return nil, fmt.Errorf("%w: server fingerprint %q must look like SHA256:… (as coffer serve prints it)", engine.ErrInvalid, serverFP)
+	}
+	cert, err := selfSigned(identity)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		MaxVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		// The server's certificate is self-signed: its key is pinned in
+		// VerifyConnection instead of checked against a CA. Go runs
+		// VerifyConnection before the client sends its certificate.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			pub, ok := peerKey(cs)
+			if !ok {
+				return ErrFingerprint
+			}
+			got := engine.KeyFingerprint(pub)
+			if subtle.ConstantTimeCompare([]byte(got), []byte(serverFP)) != 1 {
+				return fmt.Errorf("%w: expected %s, the server at %s has %s", ErrFingerprint, serverFP, addr, got)
+			}
+			return nil
+		},
+	}
+	d := &net.Dialer{Timeout: 15 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	c := tls.Client(raw, cfg)
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := c.HandshakeContext(ctx); err != nil {
+		c.Close()
+		if errors.Is(err, ErrFingerprint) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+	}
+	cl := &Client{c: c, bw: bufio.NewWriterSize(c, 64<<10), br: bufio.NewReaderSize(c, 64<<10)}
+	// In TLS 1.3 the server checks the client's key after the client's
+	// handshake is done: wait for the server's hello before sending any
+	// request, so a refused key moves no data.
+	var hello response
+	if _, err := readFrame(cl.br, &hello); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w (server %s)", ErrRefused, addr)
+	}
+	if hello.Kind != kindHello || hello.Version != ProtocolVersion {
+		c.Close()
+		return nil, fmt.Errorf("%w: unexpected greeting from %s", ErrProtocol, addr)
+	}
+	c.SetDeadline(time.Time{})
+	cl.roles = hello.Roles
+	return cl, nil
+}
+
+// Roles are the roles of the client's key, as the server reported them.
+func (cl *Client) Roles() []string { return cl.roles }
+
+// Close closes the connection.
+func (cl *Client) Close() error { return cl.c.Close() }
+
+// call sends req and returns a reader of its response frames. The caller
+// holds cl.mu until it has read the last frame.
+func (cl *Client) send(ctx context.Context, req request) error {
+	if dl, ok := ctx.Deadline(); ok {
+		cl.c.SetDeadline(dl)
+	} else {
+		cl.c.SetDeadline(time.Time{})
+	}
+	if err := writeFrame(cl.bw, req, nil); err != nil {
+		return err
+	}
+	return cl.bw.Flush()
+}
+
+// next reads one response frame; an "error" frame becomes an error.
+func (cl *Client) next(resp *response) ([]byte, error) {
+	*resp = response{}
+	body, err := readFrame(cl.br, resp)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("%w: the server closed the connection", ErrServer)
+		}
+		return nil, err
+	}
+	if resp.Kind == kindError {
+		return nil, codeError(resp.Code, resp.Message)
+	}
+	return body, nil
+}
+
+func codeError(code, msg string) error {
+	msg = strings.TrimPrefix(msg, "engine: ")
+	switch code {
+	case codeRefused:
+		return fmt.Errorf("%w: %s", ErrRefused, msg)
+	case codeNotFound:
+		return fmt.Errorf("%w (remote: %s)", engine.ErrSnapshotNotFound, msg)
+	case codeNoPath:
+		return fmt.Errorf("%w (remote: %s)", engine.ErrPathNotFound, msg)
+	case codeAmbiguous:
+		return fmt.Errorf("%w (remote: %s)", engine.ErrAmbiguous, msg)
+	case codeInvalid:
+		return fmt.Errorf("%w (remote: %s)", engine.ErrInvalid, msg)
+	case codeBusy:
+		return ErrBusy
+	}
+	return fmt.Errorf("%w: %s", ErrServer, msg)
+}
+
+// Snapshots lists the key's tenant's snapshots, oldest first.
+func (cl *Client) Snapshots(ctx context.Context) ([]*engine.Snapshot, error) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if err := cl.send(ctx, request{Op: opSnapshots}); err != nil {
+		return nil, err
+	}
+	out := []*engine.Snapshot{}
+	for {
+		var r response
+		if _, err := cl.next(&r); err != nil {
+			return nil, err
+		}
+		switch r.Kind {
+		case kindSnapshots:
+			out = append(out, r.Snapshots...)
+		case kindEnd:
+			return out, nil
+		default:
+			return nil, fmt.Errorf("%w: unexpected %q frame", ErrProtocol, r.Kind)
+		}
+	}
+}
+
+// List calls fn for each node at or below dir in the snapshot (see
+// engine.Tenant.List). fn runs on the caller's goroutine; if it fails, the
+// connection is closed (the rest of the stream is not read).
+func (cl *Client) List(ctx context.Context, snapshot, dir string, fn func(engine.Entry) error) error {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if err := cl.send(ctx, request{Op: opLs, Snapshot: snapshot, Path: dir}); err != nil {
+		return err
+	}
+	for {
+		var r response
+		if _, err := cl.next(&r); err != nil {
+			return err
+		}
+		switch {
+		case r.Kind == kindEntry && r.Entry != nil:
+			if err := fn(*r.Entry); err != nil {
+				cl.c.Close()
+				return err
+			}
+		case r.Kind == kindEnd:
+			return nil
+		default:
+			return fmt.Errorf("%w: unexpected %q frame", ErrProtocol, r.Kind)
+		}
+	}
+}
+
+// Dump writes the content of the file at p in the snapshot to w.
+func (cl *Client) Dump(ctx context.Context, snapshot, p string, w io.Writer) error {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if err := cl.send(ctx, request{Op: opDump, Snapshot: snapshot, Path: p}); err != nil {
+		return err
+	}
+	for {
+		var r response
+		body, err := cl.next(&r)
+		if err != nil {
+			return err
+		}
+		switch r.Kind {
+		case kindData:
+			if _, err := w.Write(body); err != nil {
+				cl.c.Close()
+				return fmt.Errorf("write output: %w", err)
+			}
+		case kindEnd:
+			return nil
+		default:
+			return fmt.Errorf("%w: unexpected %q frame", ErrProtocol, r.Kind)
+		}
+	}
+}
+
+// RestoreStats count what Restore wrote.
+type RestoreStats struct {
+	Snapshot           string   `json:"snapshot"`
+	Files, Dirs, Other int64    `json:"-"`
+	Bytes              int64    `json:"bytes"`
+	Warnings           []string `json:"warnings,omitempty"`
+}
+
+// Restore restores the snapshot (only includes, if given) below target,
+// which is created if missing. Files, folders and symbolic links are
+// written with their modes and modification times; hard links are written
+// as copies and other types are skipped with a warning. Every path from the
+// server is checked to stay below target.
+func (cl *Client) Restore(ctx context.Context, snapshot, target string, includes []string) (*RestoreStats, error) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if err := os.MkdirAll(target, 0o700); err != nil {
+		return nil, fmt.Errorf("create target: %w", err)
+	}
+	root, err := filepath.Abs(target)
+	if err != nil {
+		return nil, err
+	}
+	if err := cl.send(ctx, request{Op: opRestore, Snapshot: snapshot, Includes: includes}); err != nil {
+		return nil, err
+	}
+	st := &RestoreStats{}
+	type dirTime struct {
+		path string
+		en   engine.Entry
+	}
+	var dirs []dirTime
+	fail := func(err error) (*RestoreStats, error) {
+		cl.c.Close()
+		return st, err
+	}
+	var r response
+	if _, err := cl.next(&r); err != nil {
+		return nil, err
+	}
+	if r.Kind != kindHello || r.Snapshot == nil {
+		return fail(fmt.Errorf("%w: unexpected %q frame", ErrProtocol, r.Kind))
+	}
+	st.Snapshot = r.Snapshot.ID
+	for {
+		body, err := cl.next(&r)
+		_ = body
+		if err != nil {
+			return st, err
+		}
+		if r.Kind == kindEnd {
+			break
+		}
+		if r.Kind != kindEntry || r.Entry == nil {
+			return fail(fmt.Errorf("%w: unexpected %q frame", ErrProtocol, r.Kind))
+		}
+		en := *r.Entry
+		dst, err := safeJoin(root, en.Path)
+		if err != nil {
+			return fail(err)
+		}
+		switch en.Type {
+		case "dir":
+			if err := os.MkdirAll(dst, 0o700); err != nil {
+				return fail(err)
+			}
+			dirs = append(dirs, dirTime{dst, en})
+			st.Dirs++
+		case "file", "hardlink":
+			n, err := cl.receiveFile(dst, en)
+			st.Bytes += n
+			if err != nil {
+				return fail(err)
+			}
+			st.Files++
+		case "symlink":
+			os.Remove(dst)
+			if err := os.Symlink(en.Target, dst); err != nil {
+				st.Warnings = append(st.Warnings, fmt.Sprintf("%s: %v", en.Path, err))
+			}
+			st.Other++
+		default:
+			st.Warnings = append(st.Warnings, fmt.Sprintf("%s: %s not restored remotely", en.Path, en.Type))
+			st.Other++
+		}
+	}
+	// Folder metadata last, deepest first, so their times stick.
+	for i := len(dirs) - 1; i >= 0; i-- {
+		d := dirs[i]
+		if err := os.Chmod(d.path, os.FileMode(d.en.Mode&0o7777)); err != nil {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("%s: %v", d.en.Path, err))
+		}
+		if err := os.Chtimes(d.path, d.en.MTime, d.en.MTime); err != nil {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("%s: %v", d.en.Path, err))
+		}
+	}
+	return st, nil
+}
+
+// receiveFile writes the "data" frames up to "eof" into dst.
+func (cl *Client) receiveFile(dst string, en engine.Entry) (int64, error) {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return 0, err
+	}
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for {
+		var r response
+		body, err := cl.next(&r)
+		if err != nil {
+			f.Close()
+			return n, err
+		}
+		if r.Kind == kindEOF {
+			break
+		}
+		if r.Kind != kindData {
+			f.Close()
+			return n, fmt.Errorf("%w: unexpected %q frame in a file", ErrProtocol, r.Kind)
+		}
+		if _, err := f.Write(body); err != nil {
+			f.Close()
+			return n, err
+		}
+		n += int64(len(body))
+	}
+	if err := f.Close(); err != nil {
+		return n, err
+	}
+	if err := os.Chmod(dst, os.FileMode(en.Mode&0o7777)); err != nil {
+		return n, err
+	}
+	return n, os.Chtimes(dst, en.MTime, en.MTime)
+}
+
+// safeJoin joins a snapshot path below root and refuses any path that
+// would leave it.
+func safeJoin(root, p string) (string, error) {
+	rel := strings.TrimPrefix(p, "/")
+	if rel == "" || strings.Contains(rel, "\x00") {
+		return "", fmt.Errorf("%w: server sent the path %q", ErrProtocol, p)
+	}
+	for _, part := range strings.Split(rel, "/") {
+		if part == "" || part == "." || part == ".." {
+			return "", fmt.Errorf("%w: server sent the path %q", ErrProtocol, p)
+		}
+	}
+	dst := filepath.Join(root, filepath.FromSlash(rel))
+	// A symbolic link restored earlier must not lead a later path out of
+	// root: every folder on the way must be a real folder (or not exist yet).
+	cur := root
+	parts := strings.Split(rel, "/")
+	for _, part := range parts[:len(parts)-1] {
+		cur = filepath.Join(cur, part)
+		fi, err := os.Lstat(cur)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			return "", err
+		}
+		if !fi.IsDir() {
+			return "", fmt.Errorf("%w: %q goes through %s, which is not a folder", ErrProtocol, p, cur)
+		}
+	}
+	return dst, nil
+}

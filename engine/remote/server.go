@@ -1,0 +1,427 @@
+package remote
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"coffer/engine"
+)
+
+// Config bounds a server. Zero fields take the defaults.
+type Config struct {
+	MaxConns         int           // open connections at once (default 64)
+	IdleTimeout      time.Duration // longest wait for the next request (default 5m)
+	HandshakeTimeout time.Duration // longest TLS handshake (default 10s)
+	WriteTimeout     time.Duration // longest wait for the client to take one frame (default 1m)
+	ShutdownTimeout  time.Duration // how long Serve waits for requests in flight after ctx ends (default 30s)
+	// Log, if set, receives events: a short event name and key/value pairs
+	// that never carry tenant content or names (fingerprints, remote
+	// addresses, operations and outcomes only). It may be called from many
+	// goroutines at once.
+	Log func(event string, kv ...any)
+}
+
+func (c *Config) fill() {
+	if c.MaxConns <= 0 {
+		c.MaxConns = 64
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = time.Minute
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = func(string, ...any) {}
+	}
+}
+
+// Server serves one open repository to remote clients.
+type Server struct {
+	e    *engine.Engine
+	cfg  Config
+	cert tls.Certificate
+	fp   string
+
+	mu    sync.Mutex // guards conns
+	conns map[*serverConn]struct{}
+}
+
+// NewServer makes a server for e with the server key key. e must stay open
+// until Serve returns.
+func NewServer(e *engine.Engine, key ed25519.PrivateKey, cfg Config) (*Server, error) {
+	cfg.fill()
+	cert, err := selfSigned(key)
+	if err != nil {
+		return nil, fmt.Errorf("make server certificate: %w", err)
+	}
+	return &Server{e: e, cfg: cfg, cert: cert, fp: engine.KeyFingerprint(key.Public().(ed25519.PublicKey)), conns: map[*serverConn]struct{}{}}, nil
+}
+
+// Fingerprint is the server key's fingerprint, which clients pin.
+func (s *Server) Fingerprint() string { return s.fp }
+
+func (s *Server) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		MaxVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{s.cert},
+		// Clients present a self-signed certificate for their key; the key
+		// is checked against the registered keys below (no CA).
+		ClientAuth: tls.RequireAnyClientCert,
+		// No resumption: every connection shows its key again, so a removed
+		// key cannot come back on an old ticket.
+		SessionTicketsDisabled: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			pub, ok := peerKey(cs)
+			if !ok {
+				return engine.ErrClientRefused
+			}
+			_, _, err := s.e.AuthenticateClient(context.Background(), pub)
+			if err != nil {
+				return engine.ErrClientRefused
+			}
+			return nil
+		},
+	}
+}
+
+// Serve accepts connections on ln until ctx ends, then stops accepting,
+// lets requests in flight finish (up to Config.ShutdownTimeout), closes
+// every connection and returns nil. It closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	tln := tls.NewListener(ln, s.tlsConfig())
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stop:
+		}
+		tln.Close()
+	}()
+	sem := make(chan struct{}, s.cfg.MaxConns)
+	var acceptErr error
+	for {
+		c, err := tln.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				acceptErr = fmt.Errorf("accept: %w", err)
+			}
+			break
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			s.cfg.Log("conn.busy", "remote", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
+		sc := &serverConn{s: s, c: c.(*tls.Conn)}
+		s.mu.Lock()
+		s.conns[sc] = struct{}{}
+		s.mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			sc.serve()
+			s.mu.Lock()
+			delete(s.conns, sc)
+			s.mu.Unlock()
+		}()
+	}
+	close(stop)
+	// Drain: idle connections are woken and close; busy ones finish their
+	// request first.
+	s.mu.Lock()
+	for sc := range s.conns {
+		sc.shutdown()
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.cfg.ShutdownTimeout):
+		s.mu.Lock()
+		for sc := range s.conns {
+			sc.c.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	return acceptErr
+}
+
+type serverConn struct {
+	s *Server
+	c *tls.Conn
+
+	mu      sync.Mutex // guards closing and the read deadline
+	closing bool
+}
+
+func (sc *serverConn) shutdown() {
+	sc.mu.Lock()
+	sc.closing = true
+	sc.c.SetReadDeadline(time.Now())
+	sc.mu.Unlock()
+}
+
+// armRead sets the idle deadline for the next request, or reports that the
+// server is shutting down.
+func (sc *serverConn) armRead() bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.closing {
+		return false
+	}
+	sc.c.SetReadDeadline(time.Now().Add(sc.s.cfg.IdleTimeout))
+	return true
+}
+
+func (sc *serverConn) serve() {
+	defer sc.c.Close()
+	log := sc.s.cfg.Log
+	remote := sc.c.RemoteAddr().String()
+	sc.c.SetDeadline(time.Now().Add(sc.s.cfg.HandshakeTimeout))
+	if err := sc.c.HandshakeContext(context.Background()); err != nil {
+		log("conn.refused", "remote", remote, "reason", handshakeReason(err))
+		return
+	}
+	sc.c.SetDeadline(time.Time{})
+	pub, _ := peerKey(sc.c.ConnectionState())
+	fp := engine.KeyFingerprint(pub)
+	bw := bufio.NewWriterSize(sc.c, 64<<10)
+	w := &deadlineWriter{c: sc.c, w: bw, d: sc.s.cfg.WriteTimeout}
+	// The hello tells the client it was admitted; clients send nothing
+	// before it, so a refused key moves no data.
+	_, roles, err := sc.s.e.AuthenticateClient(context.Background(), pub)
+	if err != nil {
+		log("conn.refused", "remote", remote, "fingerprint", fp, "reason", "key")
+		return
+	}
+	if writeFrame(w, response{Kind: kindHello, Version: ProtocolVersion, Roles: roles}, nil) != nil || bw.Flush() != nil {
+		return
+	}
+	log("conn.open", "remote", remote, "fingerprint", fp)
+	for {
+		if !sc.armRead() {
+			break
+		}
+		var req request
+		_, err := readFrame(sc.c, &req)
+		if err != nil {
+			break
+		}
+		sc.c.SetReadDeadline(time.Time{})
+		start := time.Now()
+		outcome := sc.handle(w, pub, &req)
+		if err := bw.Flush(); err != nil {
+			break
+		}
+		log("request", "fingerprint", fp, "op", req.Op, "outcome", outcome, "ms", time.Since(start).Milliseconds())
+		if outcome == codeRefused {
+			break
+		}
+	}
+	log("conn.close", "remote", remote, "fingerprint", fp)
+}
+
+func handshakeReason(err error) string {
+	if errors.Is(err, engine.ErrClientRefused) {
+		return "key"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	return "handshake"
+}
+
+// deadlineWriter gives every write to the connection a deadline, so a
+// client that stops reading cannot hold a request open forever.
+type deadlineWriter struct {
+	c *tls.Conn
+	w *bufio.Writer
+	d time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.c.SetWriteDeadline(time.Now().Add(d.d))
+	return d.w.Write(p)
+}
+
+// roleFor lists the roles that may make each request.
+var roleFor = map[string][]string{
+	opSnapshots: {engine.RoleBackup, engine.RoleRestore, engine.RoleAdmin},
+	opLs:        {engine.RoleBackup, engine.RoleRestore, engine.RoleAdmin},
+	opDump:      {engine.RoleRestore, engine.RoleAdmin},
+	opRestore:   {engine.RoleRestore, engine.RoleAdmin},
+}
+
+// handle answers one request and returns its outcome ("ok" or an error
+// code). The key is checked again first, so a removed key or a locked
+// tenant is cut off at its next request.
+func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *request) string {
+	ctx := context.Background()
+	fail := func(code, msg string) string {
+		writeFrame(w, response{Kind: kindError, Code: code, Message: msg}, nil)
+		return code
+	}
+	t, roles, err := sc.s.e.AuthenticateClient(ctx, pub)
+	if err != nil {
+		if errors.Is(err, engine.ErrClientRefused) {
+			return fail(codeRefused, "the server refused this key")
+		}
+		return fail(codeInternal, "the server could not check this key")
+	}
+	allowed, known := roleFor[req.Op]
+	if !known {
+		return fail(codeInvalid, fmt.Sprintf("unknown operation %q", req.Op))
+	}
+	if !slices.ContainsFunc(roles, func(r string) bool { return slices.Contains(allowed, r) }) {
+		return fail(codeRefused, fmt.Sprintf("this key's roles do not allow %s", req.Op))
+	}
+	end := func() string {
+		if err := writeFrame(w, response{Kind: kindEnd}, nil); err != nil {
+			return codeInternal
+		}
+		return "ok"
+	}
+	errOut := func(err error) string {
+		code, msg := errorCode(err)
+		return fail(code, msg)
+	}
+	switch req.Op {
+	case opSnapshots:
+		ss, err := t.Snapshots(ctx)
+		if err != nil {
+			return errOut(err)
+		}
+		if ss == nil {
+			ss = []*engine.Snapshot{}
+		}
+		// A large list may pass MaxHeader: send it in slices.
+		for len(ss) > 0 {
+			n := min(len(ss), 64)
+			if err := writeFrame(w, response{Kind: kindSnapshots, Snapshots: ss[:n]}, nil); err != nil {
+				return codeInternal
+			}
+			ss = ss[n:]
+		}
+		return end()
+	case opLs:
+		s, err := t.FindSnapshot(ctx, req.Snapshot)
+		if err != nil {
+			return errOut(err)
+		}
+		dir := req.Path
+		if dir == "" {
+			dir = "/"
+		}
+		started := false
+		err = t.List(ctx, s, dir, func(en engine.Entry) error {
+			started = true
+			return writeFrame(w, response{Kind: kindEntry, Entry: &en}, nil)
+		})
+		if err != nil {
+			if started {
+				return codeInternal // the stream is broken mid-way; the connection is dropped
+			}
+			return errOut(err)
+		}
+		return end()
+	case opDump:
+		s, err := t.FindSnapshot(ctx, req.Snapshot)
+		if err != nil {
+			return errOut(err)
+		}
+		fw := &countingFrameWriter{fw: frameWriter{w: w}}
+		if err := t.Dump(ctx, s, req.Path, fw); err != nil {
+			if fw.n > 0 {
+				return codeInternal
+			}
+			return errOut(err)
+		}
+		return end()
+	case opRestore:
+		s, err := t.FindSnapshot(ctx, req.Snapshot)
+		if err != nil {
+			return errOut(err)
+		}
+		if err := writeFrame(w, response{Kind: kindHello, Snapshot: s}, nil); err != nil {
+			return codeInternal
+		}
+		err = t.Export(ctx, s, req.Includes, func(ee engine.ExportEntry) error {
+			en := ee.Entry
+			if err := writeFrame(w, response{Kind: kindEntry, Entry: &en}, nil); err != nil {
+				return err
+			}
+			if ee.Content == nil {
+				return nil
+			}
+			if err := ee.Content(frameWriter{w: w}); err != nil {
+				return err
+			}
+			return writeFrame(w, response{Kind: kindEOF}, nil)
+		})
+		if err != nil {
+			// The stream may be mid-file: an error frame ends it and the
+			// client treats the restore as failed.
+			return errOut(err)
+		}
+		return end()
+	}
+	return fail(codeInvalid, "unknown operation")
+}
+
+type countingFrameWriter struct {
+	fw frameWriter
+	n  int64
+}
+
+func (c *countingFrameWriter) Write(p []byte) (int, error) {
+	n, err := c.fw.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// errorCode maps an engine error to a code and a message for the client.
+// Messages come from the tenant's own request (its snapshot reference or
+// path), never from another tenant; internal failures get a fixed text.
+func errorCode(err error) (string, string) {
+	switch {
+	case errors.Is(err, engine.ErrSnapshotNotFound):
+		return codeNotFound, err.Error()
+	case errors.Is(err, engine.ErrPathNotFound):
+		return codeNoPath, err.Error()
+	case errors.Is(err, engine.ErrAmbiguous):
+		return codeAmbiguous, err.Error()
+	case errors.Is(err, engine.ErrInvalid):
+		return codeInvalid, err.Error()
+	case errors.Is(err, engine.ErrTenantLocked):
+		return codeRefused, "the server refused this key"
+	}
+	return codeInternal, "the server failed to answer; its operator has the details"
+}
