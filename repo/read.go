@@ -71,7 +71,12 @@ func (r *Repo) readBlocks(ctx context.Context, p PackInfo, i int, ba, bb int64, 
 		r.evictShard(m.ID, name)
 		return nil, fmt.Errorf("read %s [%d,%d) on drive %s: %w", name, ba, bb, m.ID, err)
 	}
-	r.blocks.putRange(m.ID, name, first, p.BlockSize, buf)
+	if len(buf) <= 2*p.BlockSize {
+		// Only small reads are cached: they are the ones whose neighbours
+		// (small blobs of small files) read the same blocks again. A large
+		// read is a large blob, read once.
+		r.blocks.putRange(m.ID, name, first, p.BlockSize, buf)
+	}
 	return buf, nil
 }
 
