@@ -375,27 +375,12 @@ func (d *DirDrive) removeEmptyParents(dir string) {
 // the given time. Call it when no put can be in progress for that long, for
 // instance at start-up with time.Now().Add(-time.Hour).
 func (d *DirDrive) RemoveStaleTemp(ctx context.Context, before time.Time) error {
-	dir := filepath.Join(d.root, tmpFolder)
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
+	return d.ListStaleTemp(ctx, before, func(name string, _ int64) error {
+		if err := os.Remove(d.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove stale temporary file %s: %w", name, err)
 		}
-		return fmt.Errorf("remove stale temporary files: %w", err)
-	}
-	for _, e := range entries {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		info, err := e.Info()
-		if err != nil || !info.Mode().IsRegular() || !info.ModTime().Before(before) {
-			continue
-		}
-		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("remove stale temporary file %s: %w", e.Name(), err)
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // notFound maps "no such file" (and "a parent is not a folder", and "is a folder")
