@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,27 +101,37 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 	// twice as many workers as cores keep both busy.
 	g, gctx := errgroup.WithContext(ctx)
 	chunks := make(chan restoreChunk, 256)
+	groups := make(chan []restoreChunk, 16)
 	packs := &packCache{m: map[index.PackID]repo.PackInfo{}}
+	// wrote finishes a chunk: write it, and finish its file after its last.
+	wrote := func(c restoreChunk, data []byte) error {
+		if err := writeSparse(c.f.fd, data, c.off, c.f.node.Holes); err != nil {
+			return fmt.Errorf("write %s: %w", c.f.path, err)
+		}
+		prog.Bytes.Add(int64(len(data)))
+		if c.f.left.Add(-1) == 0 {
+			if err := c.f.finish(applyOpts, warn); err != nil {
+				return err
+			}
+			stMu.Lock()
+			st.Files++
+			st.Bytes += int64(c.f.node.Size)
+			stMu.Unlock()
+			prog.Files.Add(1)
+		}
+		return nil
+	}
+	// The batcher gathers chunks and hands them to the workers in groups of
+	// blobs that lie close together in one pack, so a group is one read.
+	g.Go(func() error {
+		defer close(groups)
+		return batchChunks(gctx, chunks, groups)
+	})
 	for i := 0; i < 2*runtime.GOMAXPROCS(0); i++ {
 		g.Go(func() error {
-			for c := range chunks {
-				data, err := t.readBlobCached(gctx, DataBlob, c.id, c.loc, packs)
-				if err != nil {
-					return fmt.Errorf("%s: %w", c.f.path, err)
-				}
-				if err := writeSparse(c.f.fd, data, c.off, c.f.node.Holes); err != nil {
-					return fmt.Errorf("write %s: %w", c.f.path, err)
-				}
-				prog.Bytes.Add(int64(len(data)))
-				if c.f.left.Add(-1) == 0 {
-					if err := c.f.finish(applyOpts, warn); err != nil {
-						return err
-					}
-					stMu.Lock()
-					st.Files++
-					st.Bytes += int64(c.f.node.Size)
-					stMu.Unlock()
-					prog.Files.Add(1)
+			for grp := range groups {
+				if err := t.restoreGroup(gctx, grp, packs, wrote); err != nil {
+					return err
 				}
 			}
 			return nil
@@ -276,6 +289,98 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 		st.Dirs++
 	}
 	return st, nil
+}
+
+// Limits of a restore read group: blobs of one pack, at most restoreGap
+// bytes apart, spanning at most restoreSpan bytes; a batch sorts up to
+// restoreBatch chunks before grouping them.
+const (
+	restoreGap   = 64 << 10
+	restoreSpan  = 4 << 20
+	restoreBatch = 512
+)
+
+// batchChunks reads chunks until in is closed, sorts each batch by pack and
+// offset, and sends groups of nearby blobs of one pack to out.
+func batchChunks(ctx context.Context, in <-chan restoreChunk, out chan<- []restoreChunk) error {
+	var batch []restoreChunk
+	flush := func() error {
+		slices.SortFunc(batch, func(a, b restoreChunk) int {
+			if c := bytes.Compare(a.loc.Pack[:], b.loc.Pack[:]); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.loc.Offset, b.loc.Offset)
+		})
+		for len(batch) > 0 {
+			n := 1
+			start := batch[0].loc.Offset
+			end := start + batch[0].loc.Length
+			for n < len(batch) {
+				c := batch[n]
+				if c.loc.Pack != batch[0].loc.Pack || c.loc.Offset > end+restoreGap || c.loc.Offset+c.loc.Length-start > restoreSpan {
+					break
+				}
+				end = max(end, c.loc.Offset+c.loc.Length)
+				n++
+			}
+			select {
+			case out <- batch[:n:n]:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			batch = batch[n:]
+		}
+		batch = nil
+		return nil
+	}
+	for c := range in {
+		batch = append(batch, c)
+		if len(batch) >= restoreBatch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// restoreGroup reads a group of blobs of one pack with one read, checks each
+// one (authentication and content ID) and hands it to wrote. A blob that
+// fails, or a read that fails, falls back to reading blob by blob, which
+// reconstructs from the other shards.
+func (t *Tenant) restoreGroup(ctx context.Context, grp []restoreChunk, packs *packCache, wrote func(restoreChunk, []byte) error) error {
+	var span []byte
+	var start uint32
+	if len(grp) > 1 {
+		if p, err := packs.get(t, grp[0].loc.Pack); err == nil {
+			start = grp[0].loc.Offset
+			end := start
+			for _, c := range grp {
+				end = max(end, c.loc.Offset+c.loc.Length)
+			}
+			span, _ = t.e.rp().ReadRange(ctx, p, int64(start), int64(end-start), nil)
+		}
+	}
+	for _, c := range grp {
+		var data []byte
+		if span != nil {
+			sealed := span[c.loc.Offset-start : c.loc.Offset-start+c.loc.Length]
+			if b, err := openBlob(&t.keys.data, t.id, DataBlob, c.id, sealed, int(c.loc.RawLength)); err == nil && tree.ID(t.keys.ids.Sum(b)) == c.id {
+				data = b
+			}
+		}
+		if data == nil {
+			b, err := t.readBlobCached(ctx, DataBlob, c.id, c.loc, packs)
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.f.path, err)
+			}
+			data = b
+		}
+		if err := wrote(c, data); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openFile is a file being restored; its chunks are written concurrently.

@@ -286,6 +286,25 @@ type packCache struct {
 	m  map[index.PackID]repo.PackInfo
 }
 
+// get returns the pack record of id, from the cache or the index.
+func (c *packCache) get(t *Tenant, id index.PackID) (repo.PackInfo, error) {
+	c.mu.Lock()
+	p, ok := c.m[id]
+	c.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	rec, err := t.e.db.Pack(t.id, id)
+	if err != nil {
+		return repo.PackInfo{}, err
+	}
+	p = packInfo(t.container(), rec)
+	c.mu.Lock()
+	c.m[id] = p
+	c.mu.Unlock()
+	return p, nil
+}
+
 // readBlobCached is readBlob for a blob whose location is known, with pack
 // records cached in c.
 func (t *Tenant) readBlobCached(ctx context.Context, typ BlobType, id [32]byte, loc index.BlobLoc, c *packCache) ([]byte, error) {
