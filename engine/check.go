@@ -1,6 +1,9 @@
 package engine
 
 import (
+	"slices"
+
+	"coffer/chunk"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -91,10 +94,11 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 		rep.Problems = append(rep.Problems, fmt.Sprintf("tenant %s: ", t.ID()[:8])+fmt.Sprintf(format, args...))
 	}
 	packs := map[index.PackID]index.PackRec{}
+	verified := map[verifiedBlob]bool{} // blobs checked from their pack's data shards
 	err := t.e.db.Packs(t.id, func(rec index.PackRec) error {
 		rep.Packs++
 		packs[rec.ID] = rec
-		t.checkPack(ctx, rec, o, rep, prog, problem)
+		t.checkPack(ctx, rec, o, rep, prog, problem, verified)
 		return ctx.Err()
 	})
 	if err != nil {
@@ -111,7 +115,10 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 			problem("blob %x lies outside pack %s", id[:8], loc.Pack)
 			return nil
 		}
-		if o.ReadData {
+		if o.ReadData && !verified[verifiedBlob{loc.Pack, loc.Offset, loc.Length, id}] {
+			// Not checked with its pack (a damaged data shard, or an index
+			// entry that disagrees with the pack header): read it alone,
+			// reconstructing if need be.
 			if _, err := t.readBlobFresh(ctx, packInfo(t.container(), rec), BlobType(loc.Type), id, loc); err != nil {
 				problem("blob %x in pack %s: %v", id[:8], loc.Pack, err)
 			}
@@ -143,9 +150,22 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 	return err
 }
 
-func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOptions, rep *CheckReport, prog *Progress, problem func(string, ...any)) {
+// verifiedBlob is a blob whose sealed bytes were authenticated and whose
+// content ID was checked, at this place in this pack.
+type verifiedBlob struct {
+	pack   index.PackID
+	offset uint32
+	length uint32
+	id     index.BlobID
+}
+
+func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOptions, rep *CheckReport, prog *Progress, problem func(string, ...any), verified map[verifiedBlob]bool) {
 	p := packInfo(t.container(), rec)
 	var trailer []byte
+	var data [][]byte // verified data shards, with ReadData
+	if o.ReadData {
+		data = make([][]byte, p.K)
+	}
 	// Shards never written or on drives the operator marked failed are
 	// known reduced redundancy; a drive that is merely unavailable is damage.
 	failed := map[repo.DriveID]bool{}
@@ -186,7 +206,18 @@ func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOption
 			continue
 		}
 		if o.ReadData {
-			if err := t.e.rp().VerifyShard(ctx, p, i); err != nil {
+			var err error
+			if i < p.K {
+				// Data shards are kept: the pack's blobs are checked from them
+				// below, so every byte is read once.
+				var b []byte
+				if b, err = t.e.rp().ReadShardVerified(ctx, p, i); err == nil {
+					data[i] = b
+				}
+			} else {
+				err = t.e.rp().VerifyShard(ctx, p, i)
+			}
+			if err != nil {
 				problem("pack %s shard %d on drive %s: %v", p.ID, i, d, err)
 				continue
 			}
@@ -207,6 +238,20 @@ func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOption
 	h, _ := t.openPackHeader(p.ID, trailer)
 	if h.K != p.K || h.M != p.M || int64(h.DataLen) != p.DataLen || len(h.Blobs) != int(rec.Blobs) {
 		problem("pack %s: sealed header does not match the index", p.ID)
+		return
+	}
+	if o.ReadData && !slices.ContainsFunc(data, func(b []byte) bool { return b == nil }) {
+		pack := make([]byte, 0, int64(p.K)*p.ShardLen)
+		for _, b := range data {
+			pack = append(pack, b...)
+		}
+		for _, bl := range h.Blobs {
+			sealed := pack[bl.Offset : bl.Offset+bl.Length]
+			plain, err := openBlob(t.sealKey(bl.Type), t.id, bl.Type, bl.ID, sealed, int(bl.Raw))
+			if err == nil && t.keys.ids.Sum(plain) == chunk.ID(bl.ID) {
+				verified[verifiedBlob{rec.ID, bl.Offset, bl.Length, index.BlobID(bl.ID)}] = true
+			}
+		}
 	}
 	for i := range h.Hashes {
 		if i < len(p.Hashes) && repo.Hash(h.Hashes[i]) != p.Hashes[i] {

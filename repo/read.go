@@ -496,6 +496,12 @@ func (r *Repo) VerifyShard(ctx context.Context, p PackInfo, i int) error {
 	return err
 }
 
+// ReadShardVerified reads the whole of shard i of p, checks it as VerifyShard
+// does, and returns its data (ShardLen bytes).
+func (r *Repo) ReadShardVerified(ctx context.Context, p PackInfo, i int) ([]byte, error) {
+	return r.scanShard(ctx, p, i, true)
+}
+
 // scanShard checks shard i of p as VerifyShard does, returning its data if keep.
 func (r *Repo) scanShard(ctx context.Context, p PackInfo, i int, keep bool) ([]byte, error) {
 	if err := p.check(); err != nil {
