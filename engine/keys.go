@@ -253,6 +253,7 @@ type tenantKeys struct {
 	data   [KeySize]byte
 	meta   [KeySize]byte
 	ids    *chunk.Hasher
+	idKey  [KeySize]byte // the key of ids, given to remote backup clients (never data or meta)
 	pol    chunk.Pol
 }
 
@@ -260,9 +261,8 @@ func deriveTenantKeys(tenant [16]byte, tk *[KeySize]byte) (*tenantKeys, error) {
 	k := &tenantKeys{tenant: tenant}
 	deriveKey(tk[:], tenant[:], labelData, k.data[:])
 	deriveKey(tk[:], tenant[:], labelMeta, k.meta[:])
-	var idKey [KeySize]byte
-	deriveKey(tk[:], tenant[:], labelID, idKey[:])
-	k.ids = chunk.NewHasher(idKey)
+	deriveKey(tk[:], tenant[:], labelID, k.idKey[:])
+	k.ids = chunk.NewHasher(k.idKey)
 	pol, err := chunk.DerivePol(hkdf.New(sha256.New, tk[:], tenant[:], []byte(labelChunker)))
 	if err != nil {
 		return nil, err

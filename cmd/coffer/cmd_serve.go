@@ -97,15 +97,77 @@ func wireRemote(root *cobra.Command, g *globals) {
 				}
 				return runRemote(cmd, g, name, a)
 			}
-		case "backup", "forget", "prune":
+		case "backup":
 			c.RunE = func(cmd *cobra.Command, a []string) error {
 				if g.remote == "" {
 					return local(cmd, a)
 				}
-				return fmt.Errorf("coffer %s does not work with --remote yet (snapshots, ls, dump and restore do); run it on the server's repository", name)
+				return runRemoteBackup(cmd, g, a)
+			}
+		case "forget", "prune":
+			c.RunE = func(cmd *cobra.Command, a []string) error {
+				if g.remote == "" {
+					return local(cmd, a)
+				}
+				return fmt.Errorf("coffer %s does not work with --remote yet (backup, snapshots, ls, dump and restore do); run it on the server's repository", name)
 			}
 		}
 	}
+}
+
+// runRemoteBackup is coffer --remote … backup: the same flags and output as
+// a local backup, with the data chunked here and only what the server
+// lacks sent to it.
+func runRemoteBackup(cmd *cobra.Command, g *globals, paths []string) error {
+	fl := cmd.Flags()
+	host, _ := fl.GetString("host")
+	tags, _ := fl.GetStringArray("tag")
+	excludes, _ := fl.GetStringArray("exclude")
+	stdin, _ := fl.GetBool("stdin")
+	stdinName, _ := fl.GetString("stdin-filename")
+	force, _ := fl.GetBool("force")
+	if stdin {
+		if len(paths) > 0 {
+			return usagef("--stdin takes no paths")
+		}
+		if stdinName == "" {
+			return usagef("--stdin needs --stdin-filename NAME")
+		}
+	} else if len(paths) == 0 {
+		return usagef("give at least one path to back up, or --stdin")
+	}
+	ctx := cmd.Context()
+	cl, err := g.dialRemote(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	pl := startProgress(g.stderr, "backed up")
+	o := remote.BackupOptions{Host: host, Tags: tags, Excludes: excludes, NoParent: force, Progress: pl.p}
+	var s *engine.Snapshot
+	if stdin {
+		s, err = cl.BackupStream(ctx, g.stdin, stdinName, o)
+	} else {
+		s, err = cl.Backup(ctx, paths, o)
+	}
+	pl.done()
+	if s == nil {
+		return err
+	}
+	if g.json {
+		if jerr := g.printJSON(s); jerr != nil {
+			return jerr
+		}
+	} else {
+		st := s.Stats
+		sent, _ := cl.Traffic()
+		fmt.Fprintf(g.stdout, "snapshot %s saved on %s\n", s.ID[:min(8, len(s.ID))], g.remote)
+		fmt.Fprintf(g.stdout, "  %d files (%d unchanged), %d folders, %s processed in %s\n",
+			st.Files, st.FilesUnchanged, st.Dirs, formatBytes(st.Bytes), st.End.Sub(st.Start).Round(1e6))
+		fmt.Fprintf(g.stdout, "  %d new blobs, %s added, %s stored after compression, %s sent\n",
+			st.BlobsAdded, formatBytes(st.BytesAdded), formatBytes(st.BytesStored), formatBytes(sent))
+	}
+	return err // nil, or a partial backup (exit 3)
 }
 
 // dialRemote connects to --remote with --identity, pinned to

@@ -138,11 +138,35 @@ func TestRemoteCLI(t *testing.T) {
 	if !strings.Contains(bad.stderr, "fingerprint") {
 		t.Fatalf("wrong fingerprint: %s", bad)
 	}
-	// Not yet remote: backup says so instead of touching a local repository.
-	nb := coffer(t, nil, cat(rem, "backup", src)...)
+	// Backup over the wire, then a remote restore of it. (The local
+	// backup above is the parent only if host and paths match; here they
+	// do, so the unchanged files are not read again.)
+	rb := mustCoffer(t, nil, cat(rem, "backup", "--tag", "wire", src)...)
+	if !strings.Contains(rb.stdout, "2 unchanged") || !strings.Contains(rb.stdout, "sent") {
+		t.Fatalf("remote backup: %s", rb)
+	}
+	writeFile(t, filepath.Join(src, "c.txt"), []byte("gamma\n"))
+	second := mustCoffer(t, nil, cat(rem, "backup", src)...)
+	sid := regexp.MustCompile(`snapshot (\S+) saved`).FindStringSubmatch(second.stdout)
+	if sid == nil || !strings.Contains(second.stdout, "2 unchanged") {
+		t.Fatalf("second remote backup: %s", second)
+	}
+	mustCoffer(t, strings.NewReader("from stdin\n"), cat(rem, "backup", "--stdin", "--stdin-filename", "in.txt")...)
+	if d := mustCoffer(t, nil, cat(rem, "dump", "latest", "/in.txt")...); d.stdout != "from stdin\n" {
+		t.Fatalf("remote stdin backup: %s", d)
+	}
+	snaps = mustCoffer(t, nil, cat(rem, "snapshots")...)
+	if !strings.Contains(snaps.stdout, "4 snapshots") {
+		t.Fatalf("remote snapshots after backups: %s", snaps)
+	}
+	target = t.TempDir()
+	mustCoffer(t, nil, cat(rem, "restore", sid[1], "--target", target)...)
+	compareTrees(t, src, filepath.Join(target, src))
+	// Not yet remote: forget says so instead of touching a local repository.
+	nb := coffer(t, nil, cat(rem, "forget", "latest")...)
 	checkErrorLine(t, nb)
 	if !strings.Contains(nb.stderr, "--remote") {
-		t.Fatalf("remote backup: %s", nb)
+		t.Fatalf("remote forget: %s", nb)
 	}
 	// An unknown key is refused (removed keys and locked tenants get the
 	// same answer: engine/remote TestRemoteRefusedBeforeData).

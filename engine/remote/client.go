@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"coffer/engine"
@@ -28,6 +29,32 @@ type Client struct {
 	bw    *bufio.Writer
 	br    *bufio.Reader
 	roles []string
+	cnt   *countingConn
+}
+
+// countingConn counts the bytes a client's connection moves (TLS records
+// included).
+type countingConn struct {
+	net.Conn
+	sent, received atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.received.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.sent.Add(int64(n))
+	return n, err
+}
+
+// Traffic returns the bytes the connection has sent and received so far,
+// TLS handshake and framing included.
+func (cl *Client) Traffic() (sent, received int64) {
+	return cl.cnt.sent.Load(), cl.cnt.received.Load()
 }
 
 // Dial connects to the server at addr with identity, and checks that the
@@ -68,7 +95,8 @@ func Dial(ctx context.Context, addr string, identity ed25519.PrivateKey, serverF
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
-	c := tls.Client(raw, cfg)
+	cnt := &countingConn{Conn: raw}
+	c := tls.Client(cnt, cfg)
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	if err := c.HandshakeContext(ctx); err != nil {
 		c.Close()
@@ -77,7 +105,7 @@ func Dial(ctx context.Context, addr string, identity ed25519.PrivateKey, serverF
 		}
 		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 	}
-	cl := &Client{c: c, bw: bufio.NewWriterSize(c, 64<<10), br: bufio.NewReaderSize(c, 64<<10)}
+	cl := &Client{c: c, bw: bufio.NewWriterSize(c, 64<<10), br: bufio.NewReaderSize(c, 64<<10), cnt: cnt}
 	// In TLS 1.3 the server checks the client's key after the client's
 	// handshake is done: wait for the server's hello before sending any
 	// request, so a refused key moves no data.
@@ -115,6 +143,19 @@ func (cl *Client) send(ctx context.Context, req request) error {
 	return cl.bw.Flush()
 }
 
+// sendBody is send with a request body.
+func (cl *Client) sendBody(ctx context.Context, req request, body []byte) error {
+	if dl, ok := ctx.Deadline(); ok {
+		cl.c.SetDeadline(dl)
+	} else {
+		cl.c.SetDeadline(time.Time{})
+	}
+	if err := writeFrame(cl.bw, req, body); err != nil {
+		return err
+	}
+	return cl.bw.Flush()
+}
+
 // next reads one response frame; an "error" frame becomes an error.
 func (cl *Client) next(resp *response) ([]byte, error) {
 	*resp = response{}
@@ -146,6 +187,12 @@ func codeError(code, msg string) error {
 		return fmt.Errorf("%w (remote: %s)", engine.ErrInvalid, msg)
 	case codeBusy:
 		return ErrBusy
+	case codeNoBlob:
+		return fmt.Errorf("%w (remote: %s)", engine.ErrBlobNotFound, msg)
+	case codeQuota:
+		return fmt.Errorf("%w (remote: %s)", engine.ErrQuotaExceeded, msg)
+	case codeProtocol:
+		return fmt.Errorf("%w: %s", ErrProtocol, msg)
 	}
 	return fmt.Errorf("%w: %s", ErrServer, msg)
 }
@@ -154,6 +201,11 @@ func codeError(code, msg string) error {
 func (cl *Client) Snapshots(ctx context.Context) ([]*engine.Snapshot, error) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
+	return cl.snapshots(ctx)
+}
+
+// snapshots is Snapshots with cl.mu held.
+func (cl *Client) snapshots(ctx context.Context) ([]*engine.Snapshot, error) {
 	if err := cl.send(ctx, request{Op: opSnapshots}); err != nil {
 		return nil, err
 	}

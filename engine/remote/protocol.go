@@ -41,6 +41,22 @@ const (
 	opLs        = "ls"        // snapshot, path → "entry" frames, then "end"
 	opDump      = "dump"      // snapshot, path → "data" frames, then "end"
 	opRestore   = "restore"   // snapshot, includes → per node an "entry" frame; a file's entry is followed by its "data" frames and an "eof" frame; then "end"
+	opTree      = "tree"      // id → "data" frames with the tree blob's plaintext, then "end"
+	opBegin     = "backup"    // → "params" (chunker polynomial, ID key), then "end"; starts the connection's ingest session
+	opHave      = "have"      // body: n × 32-byte IDs → "have" (body: n-bit bitmap, bit i = ID i known, LSB first), then "end"
+	opPut       = "put"       // frames: N, followed by N "data" frames of a padded payload (see putPayload) → "end"
+	opCommit    = "commit"    // commit: snapshot description → "snapshot", then "end"; ends the session
+	opForget    = "forget"    // admin only; not served yet
+	opPrune     = "prune"     // admin only; not served yet
+)
+
+// Upload limits. A put's payload is padded to a size class (padClass) and
+// sent as frames: one frame of the class size below MaxBody, else whole
+// frames of MaxBody bytes, at most maxPutFrames of them.
+const (
+	maxPutFrames = 32
+	maxHaveIDs   = MaxBody / 32
+	minPadClass  = 64 << 10
 )
 
 // Response kinds.
@@ -52,6 +68,8 @@ const (
 	kindEOF       = "eof"
 	kindEnd       = "end"
 	kindError     = "error"
+	kindParams    = "params"
+	kindHave      = "have"
 )
 
 // Error codes in an "error" frame.
@@ -63,6 +81,9 @@ const (
 	codeInvalid   = "invalid"
 	codeInternal  = "internal"
 	codeBusy      = "busy"
+	codeNoBlob    = "no_blob"  // blob not found (for this tenant)
+	codeQuota     = "quota"    // the tenant's quota would be exceeded
+	codeProtocol  = "protocol" // the request broke the protocol; the connection is closed
 )
 
 // Errors a client sees. Codes from the server map onto engine classes where
@@ -88,6 +109,11 @@ type request struct {
 	Snapshot string   `json:"snapshot,omitempty"`
 	Path     string   `json:"path,omitempty"`
 	Includes []string `json:"includes,omitempty"`
+	ID       string   `json:"id,omitempty"`     // tree: blob ID, hex
+	Frames   int      `json:"frames,omitempty"` // put: payload frames that follow
+	// Commit is the snapshot a commit records; the server fills in the ID
+	// and the blob counts.
+	Commit *engine.Snapshot `json:"commit,omitempty"`
 }
 
 // response is a response frame header.
@@ -100,6 +126,89 @@ type response struct {
 	Entry     *engine.Entry      `json:"entry,omitempty"`
 	Code      string             `json:"code,omitempty"`
 	Message   string             `json:"message,omitempty"`
+	Pol       uint64             `json:"pol,omitempty"`    // params: chunker polynomial
+	IDKey     []byte             `json:"id_key,omitempty"` // params: content-ID key (32 bytes)
+}
+
+// padClass is the padded size of a put payload of n bytes: the next power
+// of two from 64 KiB up to MaxBody, then the next multiple of MaxBody. Only
+// the class is visible on the wire, never the sizes of the blobs inside.
+func padClass(n int) int {
+	if n > MaxBody {
+		return (n + MaxBody - 1) / MaxBody * MaxBody
+	}
+	c := minPadClass
+	for c < n {
+		c *= 2
+	}
+	return c
+}
+
+// validClass reports whether a put of frames frames may have a frame of
+// size n.
+func validClass(frames, n int) bool {
+	if frames > 1 {
+		return n == MaxBody
+	}
+	return n >= minPadClass && n <= MaxBody && n&(n-1) == 0
+}
+
+// Put payload (all integers big-endian), padded with zero bytes to its class:
+//
+//	u32 count | count × (u8 type | [32]byte ID | u32 length) | blob bytes in order | zeros
+const putEntryLen = 1 + 32 + 4
+
+// putBlob is one blob of a put.
+type putBlob struct {
+	typ  engine.BlobType
+	id   [32]byte
+	data []byte
+}
+
+// appendPutPayload encodes blobs into buf (reused) and pads it.
+func appendPutPayload(buf []byte, blobs []putBlob) []byte {
+	buf = binary.BigEndian.AppendUint32(buf[:0], uint32(len(blobs)))
+	for _, b := range blobs {
+		buf = append(buf, byte(b.typ))
+		buf = append(buf, b.id[:]...)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(b.data)))
+	}
+	for _, b := range blobs {
+		buf = append(buf, b.data...)
+	}
+	n := padClass(len(buf))
+	buf = append(buf, make([]byte, n-len(buf))...)
+	return buf
+}
+
+// parsePutPayload decodes a payload; the blobs' Data alias p.
+func parsePutPayload(p []byte) ([]engine.IngestBlob, error) {
+	bad := fmt.Errorf("%w: malformed put payload", ErrProtocol)
+	if len(p) < 4 {
+		return nil, bad
+	}
+	n := int(binary.BigEndian.Uint32(p))
+	if n <= 0 || n > (len(p)-4)/putEntryLen {
+		return nil, bad
+	}
+	tab, data := p[4:4+n*putEntryLen], p[4+n*putEntryLen:]
+	out := make([]engine.IngestBlob, n)
+	for i := range out {
+		e := tab[i*putEntryLen:]
+		out[i].Type = engine.BlobType(e[0])
+		copy(out[i].ID[:], e[1:33])
+		l := int(binary.BigEndian.Uint32(e[33:37]))
+		if l > len(data) {
+			return nil, bad
+		}
+		out[i].Data, data = data[:l], data[l:]
+	}
+	for _, b := range data {
+		if b != 0 {
+			return nil, bad
+		}
+	}
+	return out, nil
 }
 
 // writeFrame writes one frame. It does not retain body.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -177,14 +178,19 @@ type serverConn struct {
 	s *Server
 	c *tls.Conn
 
-	mu      sync.Mutex // guards closing and the read deadline
+	mu      sync.Mutex // guards closing, busy and the read deadline
 	closing bool
+	busy    bool // a request is in flight
+
+	ing *engine.Ingest // the open backup session, or nil; serve's goroutine only
 }
 
 func (sc *serverConn) shutdown() {
 	sc.mu.Lock()
 	sc.closing = true
-	sc.c.SetReadDeadline(time.Now())
+	if !sc.busy {
+		sc.c.SetReadDeadline(time.Now())
+	}
 	sc.mu.Unlock()
 }
 
@@ -193,6 +199,7 @@ func (sc *serverConn) shutdown() {
 func (sc *serverConn) armRead() bool {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
+	sc.busy = false
 	if sc.closing {
 		return false
 	}
@@ -200,8 +207,37 @@ func (sc *serverConn) armRead() bool {
 	return true
 }
 
+// startRequest marks a request as in flight, so a shutdown lets it finish
+// (its upload frames included), or reports that the server is shutting
+// down and the request is dropped.
+func (sc *serverConn) startRequest() bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.closing {
+		return false
+	}
+	sc.busy = true
+	sc.c.SetReadDeadline(time.Time{})
+	return true
+}
+
+// armFrame sets the deadline for the next upload frame of a request in
+// flight.
+func (sc *serverConn) armFrame() {
+	sc.mu.Lock()
+	sc.c.SetReadDeadline(time.Now().Add(sc.s.cfg.IdleTimeout))
+	sc.mu.Unlock()
+}
+
 func (sc *serverConn) serve() {
 	defer sc.c.Close()
+	// A connection that ends without a commit records no snapshot.
+	defer func() {
+		if sc.ing != nil {
+			sc.ing.Abort(context.Background(), errors.New("connection ended before commit"))
+			sc.ing = nil
+		}
+	}()
 	log := sc.s.cfg.Log
 	remote := sc.c.RemoteAddr().String()
 	sc.c.SetDeadline(time.Now().Add(sc.s.cfg.HandshakeTimeout))
@@ -230,18 +266,17 @@ func (sc *serverConn) serve() {
 			break
 		}
 		var req request
-		_, err := readFrame(sc.c, &req)
-		if err != nil {
+		body, err := readFrame(sc.c, &req)
+		if err != nil || !sc.startRequest() {
 			break
 		}
-		sc.c.SetReadDeadline(time.Time{})
 		start := time.Now()
-		outcome := sc.handle(w, pub, &req)
+		outcome := sc.handle(w, pub, &req, body)
 		if err := bw.Flush(); err != nil {
 			break
 		}
 		log("request", "fingerprint", fp, "op", req.Op, "outcome", outcome, "ms", time.Since(start).Milliseconds())
-		if outcome == codeRefused {
+		if outcome == codeRefused || outcome == codeProtocol {
 			break
 		}
 	}
@@ -278,12 +313,22 @@ var roleFor = map[string][]string{
 	opLs:        {engine.RoleBackup, engine.RoleRestore, engine.RoleAdmin},
 	opDump:      {engine.RoleRestore, engine.RoleAdmin},
 	opRestore:   {engine.RoleRestore, engine.RoleAdmin},
+	// Trees hold names, metadata and content IDs, never contents: a backup
+	// key reads its parent snapshot's trees for an incremental backup.
+	opTree:   {engine.RoleBackup, engine.RoleRestore, engine.RoleAdmin},
+	opBegin:  {engine.RoleBackup, engine.RoleAdmin},
+	opHave:   {engine.RoleBackup, engine.RoleAdmin},
+	opPut:    {engine.RoleBackup, engine.RoleAdmin},
+	opCommit: {engine.RoleBackup, engine.RoleAdmin},
+	// Deleting is for admin keys only: a backup key is append-only.
+	opForget: {engine.RoleAdmin},
+	opPrune:  {engine.RoleAdmin},
 }
 
 // handle answers one request and returns its outcome ("ok" or an error
 // code). The key is checked again first, so a removed key or a locked
 // tenant is cut off at its next request.
-func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *request) string {
+func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *request, body []byte) string {
 	ctx := context.Background()
 	fail := func(code, msg string) string {
 		writeFrame(w, response{Kind: kindError, Code: code, Message: msg}, nil)
@@ -392,6 +437,124 @@ func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *requ
 			return errOut(err)
 		}
 		return end()
+	case opForget, opPrune:
+		return fail(codeInvalid, req.Op+" is not served remotely yet; run it on the server's repository")
+	case opTree, opBegin, opHave, opPut, opCommit:
+		return sc.handleIngest(ctx, w, t, req, body, fail, errOut, end)
+	}
+	return fail(codeInvalid, "unknown operation")
+}
+
+// handleIngest answers the requests of a remote backup (docs/design.md
+// chapter 15, "Backup over the wire").
+func (sc *serverConn) handleIngest(ctx context.Context, w *deadlineWriter, t *engine.Tenant, req *request, body []byte,
+	fail func(code, msg string) string, errOut func(error) string, end func() string) string {
+	if req.Op != opPut && req.Op != opHave && len(body) > 0 {
+		return fail(codeProtocol, "unexpected request body")
+	}
+	if req.Op != opTree && req.Op != opBegin && sc.ing == nil {
+		if req.Op == opPut {
+			return fail(codeProtocol, "no backup session: send backup first")
+		}
+		return fail(codeInvalid, "no backup session: send backup first")
+	}
+	switch req.Op {
+	case opTree:
+		var id [32]byte
+		if len(req.ID) != 64 {
+			return fail(codeInvalid, "a tree ID is 64 hex digits")
+		}
+		if _, err := hex.Decode(id[:], []byte(req.ID)); err != nil {
+			return fail(codeInvalid, "a tree ID is 64 hex digits")
+		}
+		data, err := t.TreeBlob(ctx, id)
+		if err != nil {
+			return errOut(err)
+		}
+		if _, err := (frameWriter{w: w}).Write(data); err != nil {
+			return codeInternal
+		}
+		return end()
+	case opBegin:
+		if sc.ing != nil {
+			return fail(codeInvalid, "a backup session is already open on this connection")
+		}
+		// Another backup, forget or prune of the tenant holds its lock:
+		// wait for it as long as the client may stay idle.
+		wctx, cancel := context.WithTimeout(ctx, sc.s.cfg.IdleTimeout)
+		ing, err := t.BeginIngest(wctx)
+		cancel()
+		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				return fail(codeBusy, "another operation of this account is running")
+			}
+			return errOut(err)
+		}
+		sc.ing = ing
+		p := t.IngestParams()
+		if err := writeFrame(w, response{Kind: kindParams, Pol: uint64(p.Pol), IDKey: p.IDKey[:]}, nil); err != nil {
+			return codeInternal
+		}
+		return end()
+	case opHave:
+		if len(body)%32 != 0 || len(body)/32 > maxHaveIDs {
+			return fail(codeInvalid, "have takes a body of 32-byte IDs")
+		}
+		ids := make([][32]byte, len(body)/32)
+		for i := range ids {
+			copy(ids[i][:], body[i*32:])
+		}
+		have, err := sc.ing.Have(ctx, ids)
+		if err != nil {
+			return errOut(err)
+		}
+		bits := make([]byte, (len(have)+7)/8)
+		for i, h := range have {
+			if h {
+				bits[i/8] |= 1 << (i % 8)
+			}
+		}
+		if err := writeFrame(w, response{Kind: kindHave}, bits); err != nil {
+			return codeInternal
+		}
+		return end()
+	case opPut:
+		if req.Frames < 1 || req.Frames > maxPutFrames {
+			return fail(codeProtocol, fmt.Sprintf("a put has 1 to %d frames", maxPutFrames))
+		}
+		payload := make([]byte, 0, req.Frames*MaxBody)
+		for i := 0; i < req.Frames; i++ {
+			sc.armFrame()
+			var h request
+			b, err := readFrame(sc.c, &h)
+			if err != nil {
+				return codeProtocol // the stream is lost; the connection is dropped
+			}
+			if h.Op != kindData || !validClass(req.Frames, len(b)) {
+				return fail(codeProtocol, "put frames must be padded data frames")
+			}
+			payload = append(payload, b...)
+		}
+		sc.c.SetReadDeadline(time.Time{})
+		blobs, err := parsePutPayload(payload)
+		if err != nil {
+			return fail(codeProtocol, "malformed put payload")
+		}
+		if err := sc.ing.Put(ctx, blobs); err != nil {
+			return errOut(err)
+		}
+		return end()
+	case opCommit:
+		ing := sc.ing
+		sc.ing = nil // Commit ends the session whatever the outcome
+		s, err := ing.Commit(ctx, req.Commit)
+		if err != nil {
+			return errOut(err)
+		}
+		if err := writeFrame(w, response{Kind: kindSnapshots, Snapshot: s}, nil); err != nil {
+			return codeInternal
+		}
+		return end()
 	}
 	return fail(codeInvalid, "unknown operation")
 }
@@ -420,6 +583,10 @@ func errorCode(err error) (string, string) {
 		return codeAmbiguous, err.Error()
 	case errors.Is(err, engine.ErrInvalid):
 		return codeInvalid, err.Error()
+	case errors.Is(err, engine.ErrBlobNotFound):
+		return codeNoBlob, "no such tree"
+	case errors.Is(err, engine.ErrQuotaExceeded):
+		return codeQuota, "this account's storage quota would be exceeded; nothing of this backup was kept"
 	case errors.Is(err, engine.ErrTenantLocked):
 		return codeRefused, "the server refused this key"
 	}
