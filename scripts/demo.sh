@@ -42,7 +42,7 @@ tail -n 2 "$WORK/check.txt"
 echo "coffer check exited $rc"
 
 step "replace the lost drives: mark them failed, add two new ones, heal"
-for d in $("$COFFER" drive list --json | python3 -c 'import json,sys; print(" ".join(d["id"] for d in json.load(sys.stdin)["drives"] if not d["available"]))'); do
+for d in $("$COFFER" drive list 2>/dev/null | awk '$3 == "unavailable" { print $1 }'); do
   "$COFFER" drive fail "$d"
 done
 "$COFFER" drive add --rack r1 "$COFFER_REPO/drives/d7"
