@@ -116,6 +116,9 @@ func runForget(cmd *cobra.Command, g *globals, ids []string, f *forgetFlags) err
 	if err != nil {
 		return err
 	}
+	if g.remote != "" {
+		return runRemoteForget(cmd, g, ids, p, f, maxUnused)
+	}
 	e, t, err := g.openTenant(cmd)
 	if err != nil {
 		return err

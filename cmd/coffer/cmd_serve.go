@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"coffer/engine"
+	"coffer/engine/policy"
 	"coffer/engine/remote"
 )
 
@@ -104,15 +105,79 @@ func wireRemote(root *cobra.Command, g *globals) {
 				}
 				return runRemoteBackup(cmd, g, a)
 			}
-		case "forget", "prune":
+		case "prune":
 			c.RunE = func(cmd *cobra.Command, a []string) error {
 				if g.remote == "" {
 					return local(cmd, a)
 				}
-				return fmt.Errorf("coffer %s does not work with --remote yet (backup, snapshots, ls, dump and restore do); run it on the server's repository", name)
+				return runRemotePrune(cmd, g)
 			}
+			// forget parses its flags first, then goes to the server itself
+			// (runForget → runRemoteForget).
 		}
 	}
+}
+
+// runRemoteForget is coffer --remote … forget: the same flags and output
+// as a local forget, for the key's tenant (an admin key). With --prune a
+// prune request follows a successful forget.
+func runRemoteForget(cmd *cobra.Command, g *globals, ids []string, p policy.Policy, f *forgetFlags, maxUnused float64) error {
+	ctx := cmd.Context()
+	cl, err := g.dialRemote(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	rep, err := cl.Forget(ctx, ids, engine.ForgetOptions{Policy: p, DryRun: f.dryRun})
+	if err != nil && rep == nil {
+		return err
+	}
+	var prep *engine.PruneReport
+	name := ""
+	if err == nil && f.prune && !f.dryRun {
+		prep, name, err = cl.Prune(ctx, engine.PruneOptions{MaxUnusedPercent: maxUnused})
+	}
+	if g.json {
+		var v any = rep
+		if f.prune {
+			v = struct {
+				Forget *engine.ForgetReport `json:"forget"`
+				Prune  *engine.PruneReport  `json:"prune"`
+			}{rep, prep}
+		}
+		if jerr := g.printJSON(v); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	printForgetReport(g.stdout, rep)
+	if prep != nil {
+		printPruneReport(g.stdout, name, prep)
+	}
+	return err
+}
+
+// runRemotePrune is coffer --remote … prune: the key's tenant is pruned on
+// the server (an admin key), with the local command's flags and output.
+func runRemotePrune(cmd *cobra.Command, g *globals) error {
+	fl := cmd.Flags()
+	mu, _ := fl.GetString("max-unused")
+	dryRun, _ := fl.GetBool("dry-run")
+	maxUnused, err := parseMaxUnused(mu)
+	if err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	cl, err := g.dialRemote(ctx)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	rep, name, err := cl.Prune(ctx, engine.PruneOptions{MaxUnusedPercent: maxUnused, DryRun: dryRun})
+	if rep == nil {
+		return err
+	}
+	return printPruneResult(g, name, rep, err)
 }
 
 // runRemoteBackup is coffer --remote … backup: the same flags and output as

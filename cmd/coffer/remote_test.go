@@ -105,6 +105,12 @@ func TestRemoteCLI(t *testing.T) {
 		t.Fatalf("bob lists alice's key: %s", bob)
 	}
 
+	// An admin key for forget and prune (keys are added while no server
+	// holds the repository).
+	adminID := filepath.Join(keys, "admin")
+	mustCoffer(t, nil, "keygen", "--out", adminID)
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "add", "alice", adminID+".pub", "--role", "admin")
+
 	addr, fp, out := startServe(t, r.dir)
 	rem := []string{"--remote", addr, "--identity", id, "--server-fingerprint", fp}
 	snaps := mustCoffer(t, nil, cat(rem, "snapshots")...)
@@ -162,11 +168,50 @@ func TestRemoteCLI(t *testing.T) {
 	target = t.TempDir()
 	mustCoffer(t, nil, cat(rem, "restore", sid[1], "--target", target)...)
 	compareTrees(t, src, filepath.Join(target, src))
-	// Not yet remote: forget says so instead of touching a local repository.
-	nb := coffer(t, nil, cat(rem, "forget", "latest")...)
-	checkErrorLine(t, nb)
-	if !strings.Contains(nb.stderr, "--remote") {
-		t.Fatalf("remote forget: %s", nb)
+	// Forget and prune need an admin key: this one (backup, restore) is
+	// refused, and nothing is forgotten.
+	for _, args := range [][]string{{"forget", "latest"}, {"forget", "--keep-last", "1", "--dry-run"}, {"prune"}, {"prune", "--dry-run"}} {
+		nb := coffer(t, nil, cat(rem, args...)...)
+		checkErrorLine(t, nb)
+		if !strings.Contains(nb.stderr, "refused") {
+			t.Fatalf("remote %v with a backup,restore key: %s", args, nb)
+		}
+	}
+	adm := []string{"--remote", addr, "--identity", adminID, "--server-fingerprint", fp}
+	// Groups: src (3 snapshots) and in.txt (1). --keep-last 1 removes 2.
+	dry := mustCoffer(t, nil, cat(adm, "forget", "--keep-last", "1", "--dry-run")...)
+	if !strings.Contains(dry.stdout, "Applying policy") || !strings.Contains(dry.stdout, "would forget 2 snapshots, 2 kept") {
+		t.Fatalf("remote forget --dry-run: %s", dry)
+	}
+	if snaps = mustCoffer(t, nil, cat(rem, "snapshots")...); !strings.Contains(snaps.stdout, "4 snapshots") {
+		t.Fatalf("dry run forgot: %s", snaps)
+	}
+	fg := mustCoffer(t, nil, cat(adm, "forget", "--keep-last", "1", "--prune", "--max-unused", "0")...)
+	if !strings.Contains(fg.stdout, "forgot 2 snapshots, 2 kept") || !strings.Contains(fg.stdout, "pruned tenant alice") {
+		t.Fatalf("remote forget --prune: %s", fg)
+	}
+	if snaps = mustCoffer(t, nil, cat(rem, "snapshots")...); !strings.Contains(snaps.stdout, "2 snapshots") || !strings.Contains(snaps.stdout, sid[1]) {
+		t.Fatalf("after remote forget: %s", snaps)
+	}
+	target = t.TempDir()
+	mustCoffer(t, nil, cat(rem, "restore", sid[1], "--target", target)...)
+	compareTrees(t, src, filepath.Join(target, src))
+	pd := mustCoffer(t, nil, cat(adm, "prune", "--dry-run")...)
+	if !strings.Contains(pd.stdout, "would prune (dry run) tenant alice") {
+		t.Fatalf("remote prune --dry-run: %s", pd)
+	}
+	pj := mustCoffer(t, nil, cat(adm, "--json", "prune")...)
+	if !strings.Contains(pj.stdout, `"physical_bytes_after"`) {
+		t.Fatalf("remote prune --json: %s", pj)
+	}
+	fj := mustCoffer(t, nil, cat(adm, "--json", "forget", "latest", "--dry-run")...)
+	if !strings.Contains(fj.stdout, `"dry_run": true`) && !strings.Contains(fj.stdout, `"dry_run":true`) {
+		t.Fatalf("remote forget --json: %s", fj)
+	}
+	nf := coffer(t, nil, cat(adm, "forget", strings.Repeat("5a", 16))...)
+	checkErrorLine(t, nf)
+	if !strings.Contains(nf.stderr, "not found") {
+		t.Fatalf("remote forget of a random ID: %s", nf)
 	}
 	// An unknown key is refused (removed keys and locked tenants get the
 	// same answer: engine/remote TestRemoteRefusedBeforeData).

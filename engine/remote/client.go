@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/subtle"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -450,4 +451,84 @@ func safeJoin(root, p string) (string, error) {
 		}
 	}
 	return dst, nil
+}
+
+// Forget removes snapshots of the key's tenant on the server, as
+// engine.Tenant.Forget does locally: those named by ids, or, when ids is
+// empty, those o.Policy does not keep (o.Policy.Now is not sent). It needs
+// an admin key. On an error after part of the work, the report lists what
+// was done.
+func (cl *Client) Forget(ctx context.Context, ids []string, o engine.ForgetOptions) (*engine.ForgetReport, error) {
+	req := request{Op: opForget, IDs: ids, DryRun: o.DryRun}
+	if !o.Policy.Empty() {
+		p := o.Policy
+		p.Now = time.Time{}
+		req.Policy = &p
+	}
+	rep, err := cl.admin(ctx, req)
+	if rep == nil || rep.Forget == nil {
+		if err == nil {
+			err = fmt.Errorf("%w: forget answered without a report", ErrProtocol)
+		}
+		return nil, err
+	}
+	return rep.Forget, err
+}
+
+// Prune frees the space of data no snapshot of the key's tenant needs, as
+// engine.Tenant.Prune does locally. It needs an admin key. It returns the
+// report and the name of the key's tenant; on an error after part of the
+// work, the report says what was done.
+func (cl *Client) Prune(ctx context.Context, o engine.PruneOptions) (*engine.PruneReport, string, error) {
+	rep, err := cl.admin(ctx, request{Op: opPrune, MaxUnused: o.MaxUnusedPercent, DryRun: o.DryRun})
+	if rep == nil || rep.Prune == nil {
+		if err == nil {
+			err = fmt.Errorf("%w: prune answered without a report", ErrProtocol)
+		}
+		return nil, "", err
+	}
+	return rep.Prune, rep.Tenant, err
+}
+
+// admin sends a forget or prune request and reads its report: "data"
+// frames holding JSON, then "end", or "error" (after a partial report, or
+// instead of one).
+func (cl *Client) admin(ctx context.Context, req request) (*adminReport, error) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if err := cl.send(ctx, req); err != nil {
+		return nil, err
+	}
+	var buf []byte
+	parse := func() (*adminReport, error) {
+		rep := &adminReport{}
+		if err := json.Unmarshal(buf, rep); err != nil {
+			return nil, fmt.Errorf("%w: malformed %s report", ErrProtocol, req.Op)
+		}
+		return rep, nil
+	}
+	for {
+		var r response
+		body, err := cl.next(&r)
+		if err != nil {
+			if len(buf) > 0 && r.Kind == kindError {
+				if rep, perr := parse(); perr == nil {
+					return rep, err
+				}
+			}
+			return nil, err
+		}
+		switch r.Kind {
+		case kindData:
+			if len(buf)+len(body) > maxReportBytes {
+				cl.c.Close()
+				return nil, fmt.Errorf("%w: %s report over %d bytes", ErrProtocol, req.Op, maxReportBytes)
+			}
+			buf = append(buf, body...)
+		case kindEnd:
+			return parse()
+		default:
+			return nil, fmt.Errorf("%w: unexpected %q frame", ErrProtocol, r.Kind)
+		}
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"io"
 
 	"coffer/engine"
+	"coffer/engine/policy"
 )
 
 // Frame format (all integers big-endian):
@@ -46,8 +47,8 @@ const (
 	opHave      = "have"      // body: n × 32-byte IDs → "have" (body: n-bit bitmap, bit i = ID i known, LSB first), then "end"
 	opPut       = "put"       // frames: N, followed by N "data" frames of a padded payload (see putPayload) → "end"
 	opCommit    = "commit"    // commit: snapshot description → "snapshot", then "end"; ends the session
-	opForget    = "forget"    // admin only; not served yet
-	opPrune     = "prune"     // admin only; not served yet
+	opForget    = "forget"    // admin only; ids or policy, dry_run → "data" frames with the JSON adminReport (forget), then "end" (or "error" after a partial report)
+	opPrune     = "prune"     // admin only; max_unused, dry_run → "data" frames with the JSON adminReport (prune), then "end" (or "error" after a partial report)
 )
 
 // Upload limits. A put's payload is padded to a size class (padClass) and
@@ -114,7 +115,29 @@ type request struct {
 	// Commit is the snapshot a commit records; the server fills in the ID
 	// and the blob counts.
 	Commit *engine.Snapshot `json:"commit,omitempty"`
+	// Forget: snapshot references, or a retention policy (not both).
+	IDs    []string       `json:"ids,omitempty"`
+	Policy *policy.Policy `json:"policy,omitempty"`
+	// Forget and prune: decide and report, change nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+	// Prune: repack packs with more than this share unused (0: default).
+	MaxUnused float64 `json:"max_unused,omitempty"`
 }
+
+// adminReport is the body of a forget or prune response: the local
+// command's report, and the name of the key's own tenant (for printing).
+type adminReport struct {
+	Tenant string               `json:"tenant"`
+	Forget *engine.ForgetReport `json:"forget,omitempty"`
+	Prune  *engine.PruneReport  `json:"prune,omitempty"`
+}
+
+// Bounds of the admin requests: snapshot references in one forget, and the
+// size of a report the client accepts.
+const (
+	maxForgetIDs   = 10000
+	maxReportBytes = 64 << 20
+)
 
 // response is a response frame header.
 type response struct {

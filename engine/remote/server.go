@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"coffer/engine"
+	"coffer/engine/policy"
 )
 
 // Config bounds a server. Zero fields take the defaults.
@@ -438,7 +440,7 @@ func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *requ
 		}
 		return end()
 	case opForget, opPrune:
-		return fail(codeInvalid, req.Op+" is not served remotely yet; run it on the server's repository")
+		return sc.handleAdmin(ctx, w, t, req, body, fail, errOut, end)
 	case opTree, opBegin, opHave, opPut, opCommit:
 		return sc.handleIngest(ctx, w, t, req, body, fail, errOut, end)
 	}
@@ -557,6 +559,55 @@ func (sc *serverConn) handleIngest(ctx context.Context, w *deadlineWriter, t *en
 		return end()
 	}
 	return fail(codeInvalid, "unknown operation")
+}
+
+// handleAdmin answers forget and prune (admin keys only, checked by the
+// caller) for the key's own tenant: the local commands' reports as JSON in
+// "data" frames, then "end". When the command failed after doing part of
+// its work, the partial report is followed by an "error" frame.
+func (sc *serverConn) handleAdmin(ctx context.Context, w *deadlineWriter, t *engine.Tenant, req *request, body []byte,
+	fail func(code, msg string) string, errOut func(error) string, end func() string) string {
+	if len(body) > 0 {
+		return fail(codeProtocol, "unexpected request body")
+	}
+	// The open session holds the tenant's lock: forget and prune would
+	// wait for it forever.
+	if sc.ing != nil {
+		return fail(codeInvalid, "a backup session is open on this connection; commit it before "+req.Op)
+	}
+	rep := adminReport{Tenant: t.Name()}
+	var err error
+	switch req.Op {
+	case opForget:
+		if len(req.IDs) > maxForgetIDs {
+			return fail(codeInvalid, fmt.Sprintf("forget takes at most %d snapshots at once", maxForgetIDs))
+		}
+		var p policy.Policy
+		if req.Policy != nil {
+			p = *req.Policy
+			p.Now = time.Time{} // as locally: the decision never uses a clock
+		}
+		rep.Forget, err = t.Forget(ctx, req.IDs, engine.ForgetOptions{Policy: p, DryRun: req.DryRun})
+		if rep.Forget == nil {
+			return errOut(err)
+		}
+	case opPrune:
+		rep.Prune, err = t.Prune(ctx, engine.PruneOptions{MaxUnusedPercent: req.MaxUnused, DryRun: req.DryRun})
+		if rep.Prune == nil {
+			return errOut(err)
+		}
+	}
+	b, jerr := json.Marshal(rep)
+	if jerr != nil {
+		return fail(codeInternal, "the server failed to answer; its operator has the details")
+	}
+	if _, werr := (frameWriter{w: w}).Write(b); werr != nil {
+		return codeInternal
+	}
+	if err != nil {
+		return errOut(err)
+	}
+	return end()
 }
 
 type countingFrameWriter struct {
