@@ -95,10 +95,17 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 	}
 	packs := map[index.PackID]index.PackRec{}
 	verified := map[verifiedBlob]bool{} // blobs checked from their pack's data shards
+	failed := map[repo.DriveID]bool{}   // drives the operator marked failed
+	for _, d := range t.e.Drives() {
+		if d.State == driveFailed {
+			id, _ := repo.ParseDriveID(d.ID)
+			failed[id] = true
+		}
+	}
 	err := t.e.db.Packs(t.id, func(rec index.PackRec) error {
 		rep.Packs++
 		packs[rec.ID] = rec
-		t.checkPack(ctx, rec, o, rep, prog, problem, verified)
+		t.checkPack(ctx, rec, o, rep, prog, problem, verified, failed)
 		return ctx.Err()
 	})
 	if err != nil {
@@ -159,7 +166,7 @@ type verifiedBlob struct {
 	id     index.BlobID
 }
 
-func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOptions, rep *CheckReport, prog *Progress, problem func(string, ...any), verified map[verifiedBlob]bool) {
+func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOptions, rep *CheckReport, prog *Progress, problem func(string, ...any), verified map[verifiedBlob]bool, failed map[repo.DriveID]bool) {
 	p := packInfo(t.container(), rec)
 	var trailer []byte
 	var data [][]byte // verified data shards, with ReadData
@@ -168,13 +175,6 @@ func (t *Tenant) checkPack(ctx context.Context, rec index.PackRec, o CheckOption
 	}
 	// Shards never written or on drives the operator marked failed are
 	// known reduced redundancy; a drive that is merely unavailable is damage.
-	failed := map[repo.DriveID]bool{}
-	for _, d := range t.e.Drives() {
-		if d.State == driveFailed {
-			id, _ := repo.ParseDriveID(d.ID)
-			failed[id] = true
-		}
-	}
 	degraded := map[int]bool{}
 	for i, d := range p.Drives {
 		if d == (repo.DriveID{}) || failed[d] {

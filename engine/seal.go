@@ -79,15 +79,7 @@ func blobAD(tenant [16]byte, t BlobType, id [32]byte) []byte {
 // compress returns comp byte || payload: zstd when that saves at least 1/32 of
 // the bytes, else the data as it is.
 func compress(plain []byte) []byte {
-	enc, _ := codecs()
-	out := make([]byte, 1, 1+len(plain))
-	out[0] = compZstd
-	out = enc.EncodeAll(plain, out)
-	if len(out)-1 < len(plain)-len(plain)/32 {
-		return out
-	}
-	out = append(out[:0], compNone)
-	return append(out, plain...)
+	return compressTo(make([]byte, 0, 1+len(plain)), plain)
 }
 
 func decompress(b []byte, maxLen int) ([]byte, error) {

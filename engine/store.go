@@ -308,25 +308,16 @@ func (c *packCache) get(t *Tenant, id index.PackID) (repo.PackInfo, error) {
 // readBlobCached is readBlob for a blob whose location is known, with pack
 // records cached in c.
 func (t *Tenant) readBlobCached(ctx context.Context, typ BlobType, id [32]byte, loc index.BlobLoc, c *packCache) ([]byte, error) {
-	c.mu.Lock()
-	p, ok := c.m[loc.Pack]
-	c.mu.Unlock()
-	if !ok {
-		rec, err := t.e.db.Pack(t.id, loc.Pack)
-		if errors.Is(err, index.ErrNotFound) {
-			// A prune may have repacked the blob since its location was
-			// read: look it up again once.
-			if fresh, found, lerr := t.e.db.Blob(t.id, id); lerr == nil && found && fresh.Pack != loc.Pack {
-				return t.readBlobCached(ctx, typ, id, fresh, c)
-			}
+	p, err := c.get(t, loc.Pack)
+	if errors.Is(err, index.ErrNotFound) {
+		// A prune may have repacked the blob since its location was read:
+		// look it up again once.
+		if fresh, found, lerr := t.e.db.Blob(t.id, id); lerr == nil && found && fresh.Pack != loc.Pack {
+			return t.readBlobCached(ctx, typ, id, fresh, c)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: pack %s of blob %x: %v", ErrDamage, loc.Pack, id[:8], err)
-		}
-		p = packInfo(t.container(), rec)
-		c.mu.Lock()
-		c.m[loc.Pack] = p
-		c.mu.Unlock()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: pack %s of blob %x: %v", ErrDamage, loc.Pack, id[:8], err)
 	}
 	return t.readBlobAt(ctx, p, typ, id, loc)
 }

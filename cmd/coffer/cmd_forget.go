@@ -132,9 +132,16 @@ func runForget(cmd *cobra.Command, g *globals, ids []string, f *forgetFlags) err
 	if err == nil && f.prune && !f.dryRun {
 		prep, err = t.Prune(cmd.Context(), engine.PruneOptions{MaxUnusedPercent: maxUnused})
 	}
+	return printForgetResult(g, rep, prep, f.prune, t.Name(), err)
+}
+
+// printForgetResult prints a forget report and, with --prune, the prune that
+// followed (tenant names it), as text or JSON, and returns err: a local and a
+// remote forget print the same.
+func printForgetResult(g *globals, rep *engine.ForgetReport, prep *engine.PruneReport, prune bool, tenant string, err error) error {
 	if g.json {
 		var v any = rep
-		if f.prune {
+		if prune {
 			v = struct {
 				Forget *engine.ForgetReport `json:"forget"`
 				Prune  *engine.PruneReport  `json:"prune"`
@@ -147,7 +154,7 @@ func runForget(cmd *cobra.Command, g *globals, ids []string, f *forgetFlags) err
 	}
 	printForgetReport(g.stdout, rep)
 	if prep != nil {
-		printPruneReport(g.stdout, t.Name(), prep)
+		printPruneReport(g.stdout, tenant, prep)
 	}
 	return err
 }

@@ -137,24 +137,7 @@ func runRemoteForget(cmd *cobra.Command, g *globals, ids []string, p policy.Poli
 	if err == nil && f.prune && !f.dryRun {
 		prep, name, err = cl.Prune(ctx, engine.PruneOptions{MaxUnusedPercent: maxUnused})
 	}
-	if g.json {
-		var v any = rep
-		if f.prune {
-			v = struct {
-				Forget *engine.ForgetReport `json:"forget"`
-				Prune  *engine.PruneReport  `json:"prune"`
-			}{rep, prep}
-		}
-		if jerr := g.printJSON(v); jerr != nil {
-			return jerr
-		}
-		return err
-	}
-	printForgetReport(g.stdout, rep)
-	if prep != nil {
-		printPruneReport(g.stdout, name, prep)
-	}
-	return err
+	return printForgetResult(g, rep, prep, f.prune, name, err)
 }
 
 // runRemotePrune is coffer --remote … prune: the key's tenant is pruned on
