@@ -192,3 +192,28 @@ func TestTooFewDrivesToWrite(t *testing.T) {
 		t.Fatalf("%d snapshots after a failed backup", len(ss))
 	}
 }
+
+func TestRackWarning(t *testing.T) {
+	drives := func(racks ...string) []driveConfig {
+		var out []driveConfig
+		for _, r := range racks {
+			out = append(out, driveConfig{Rack: r, State: driveActive})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		drives []driveConfig
+		k, m   int
+		warn   bool
+	}{
+		{"3 racks, 4+2", drives("r1", "r1", "r2", "r2", "r3", "r3"), 4, 2, false},
+		{"2 racks, 4+2", drives("r1", "r1", "r1", "r2", "r2", "r2"), 4, 2, true},
+		{"1 rack", drives("r1", "r1", "r1", "r1", "r1", "r1"), 4, 2, true},
+		{"6 racks, 4+1", drives("a", "b", "c", "d", "e", "f"), 4, 1, false},
+	} {
+		if got := rackWarning(tc.drives, tc.k, tc.m) != ""; got != tc.warn {
+			t.Errorf("%s: warning %v, want %v", tc.name, got, tc.warn)
+		}
+	}
+}
