@@ -274,10 +274,12 @@ func (sc *serverConn) serve() {
 		}
 		start := time.Now()
 		outcome := sc.handle(w, pub, &req, body)
+		// Logged before the flush, so the entry exists by the time the
+		// client holds the answer.
+		log("request", "fingerprint", fp, "op", req.Op, "outcome", outcome, "ms", time.Since(start).Milliseconds())
 		if err := bw.Flush(); err != nil {
 			break
 		}
-		log("request", "fingerprint", fp, "op", req.Op, "outcome", outcome, "ms", time.Since(start).Milliseconds())
 		if outcome == codeRefused || outcome == codeProtocol {
 			break
 		}
