@@ -272,8 +272,8 @@ func (e *Engine) ClientKeys(ctx context.Context, name string) ([]ClientKey, erro
 }
 
 // RemoveClientKey removes the key with the given fingerprint from the tenant
-// called name. Servers check the key again on every request, so an open
-// session of the key is refused from its next request on.
+// called name. Servers check the key again on every request, and a server
+// that registered with OnRevoke cuts the key's open sessions at once.
 func (e *Engine) RemoveClientKey(ctx context.Context, name, fingerprint string) (err error) {
 	unlock := e.lockTenant(tenantAdmin)
 	defer unlock()
@@ -296,7 +296,11 @@ func (e *Engine) RemoveClientKey(ctx context.Context, name, fingerprint string) 
 	}
 	dropped := ed25519.PublicKey(set.Keys[i].Key)
 	set.Keys = slices.Delete(set.Keys, i, i+1)
-	return e.writeClientKeys(ctx, te, t.keys, version+1, set, nil, dropped)
+	if err := e.writeClientKeys(ctx, te, t.keys, version+1, set, nil, dropped); err != nil {
+		return err
+	}
+	e.revoke(Revocation{Tenant: hex.EncodeToString(te.rec.ID[:]), Fingerprint: fingerprint})
+	return nil
 }
 
 // AuthenticateClient finds the tenant a client key is registered to and

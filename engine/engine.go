@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"coffer/index"
@@ -35,6 +37,11 @@ type Engine struct {
 	keyFileStale bool
 
 	closeOnce sync.Once
+	refs      atomic.Int32 // users of e: 1 at Open, more after Retain
+
+	// revokeMu guards onRevoke, the functions told when access is withdrawn.
+	revokeMu sync.Mutex
+	onRevoke []func(Revocation)
 
 	mu  sync.Mutex // guards cfg, repo and tenantMu
 	cfg config
@@ -281,6 +288,7 @@ func Open(dir string, o Options) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{dir: dir, opts: o, lock: lock, keyFile: keyFile, tenantMu: map[[16]byte]*sync.Mutex{}}
+	e.refs.Store(1)
 	if err := e.open(); err != nil {
 		e.Close()
 		return nil, err
@@ -374,6 +382,9 @@ func (e *Engine) openDrive(ctx context.Context, d driveConfig, id repo.DriveID) 
 // Close releases the repository. It must not run while other calls on e are
 // in flight; calling it more than once is harmless.
 func (e *Engine) Close() error {
+	if e.refs.Add(-1) > 0 {
+		return nil // another user still has e (see Retain)
+	}
 	var err error
 	e.closeOnce.Do(func() {
 		if e.db != nil {
@@ -384,6 +395,43 @@ func (e *Engine) Close() error {
 		}
 	})
 	return err
+}
+
+// Retain adds a user of e: each Retain needs one more Close, and only the
+// last Close closes the repository. coffer serve lends its engine to the
+// operator commands that come through its admin socket this way.
+func (e *Engine) Retain() *Engine {
+	e.refs.Add(1)
+	return e
+}
+
+// Revocation says whose access was withdrawn: the tenant (ID in hex, as
+// Tenant.ID gives it) and, when only one client key was removed, that
+// key's fingerprint. An empty Fingerprint means every key of the tenant
+// (the tenant was locked or shredded).
+type Revocation struct {
+	Tenant      string
+	Fingerprint string
+}
+
+// OnRevoke registers f to be told whenever access is withdrawn, so a server
+// can cut the sessions concerned at once instead of at their next request.
+// f runs on the goroutine that withdrew the access, before a tenant lock
+// waits for the tenant's sessions; it must return quickly and must not call
+// back into e.
+func (e *Engine) OnRevoke(f func(Revocation)) {
+	e.revokeMu.Lock()
+	e.onRevoke = append(e.onRevoke, f)
+	e.revokeMu.Unlock()
+}
+
+func (e *Engine) revoke(r Revocation) {
+	e.revokeMu.Lock()
+	fs := slices.Clone(e.onRevoke)
+	e.revokeMu.Unlock()
+	for _, f := range fs {
+		f(r)
+	}
 }
 
 // Dir returns the repository folder.

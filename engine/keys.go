@@ -31,6 +31,7 @@ const (
 	labelWrap    = "coffer/v1/mk/wrap"    // MK → key that wraps tenant keys
 	labelAdmin   = "coffer/v1/mk/admin"   // MK → key that seals tenant metadata
 	labelCheck   = "coffer/v1/mk/check"   // MK → public check value of the key
+	labelSocket  = "coffer/v1/mk/socket"  // MK → key that answers the admin socket's challenge
 	labelData    = "coffer/v1/tk/data"    // TK → seals data blobs
 	labelID      = "coffer/v1/tk/id"      // TK → keyed content IDs
 	labelChunker = "coffer/v1/tk/chunker" // TK → chunker polynomial seed stream

@@ -39,7 +39,9 @@ func (e *Engine) LockTenant(ctx context.Context, name string) (*TenantInfo, erro
 	if te.meta.State == StateLocked {
 		return nil, invalidf("tenant %q is already locked (since %s)", name, te.meta.LockedAt.UTC().Format(time.RFC3339))
 	}
-	// Wait for the tenant's running backups to finish, then lock.
+	// Cut the tenant's remote sessions (an open remote backup holds the
+	// tenant's lock), wait for its local backups to finish, then lock.
+	e.revoke(Revocation{Tenant: hex.EncodeToString(te.rec.ID[:])})
 	unlockT := e.lockTenant(te.rec.ID)
 	defer unlockT()
 	now := e.now().UTC().Truncate(time.Second)
@@ -229,8 +231,10 @@ func (e *Engine) finish(ctx context.Context, shred []*tenantEntry) (*ShredReport
 		if !slices.Contains(pending, id) || te.meta.State == stateShredded {
 			continue
 		}
-		// Its registered client keys go first, while its key can still open
-		// their record to find the lookup entries.
+		// Its sessions are cut, and its registered client keys go first,
+		// while its key can still open their record to find the lookup
+		// entries.
+		e.revoke(Revocation{Tenant: id})
 		if err := e.dropClientKeys(ctx, te); err != nil {
 			return nil, fmt.Errorf("remove the client keys of tenant %s: %w", id[:8], err)
 		}

@@ -443,6 +443,7 @@ func (rb *rebuilder) readConfig(ctx context.Context) error {
 	// The key file must hold the config's epoch (or, in the middle of a
 	// rotation, the next one), as Open requires.
 	rb.e = &Engine{dir: rb.dir, opts: Options{Warn: rb.o.Warn}, keyFile: rb.keyFile, cfg: cfg, tenantMu: map[[16]byte]*sync.Mutex{}}
+	rb.e.refs.Store(1)
 	if err := rb.e.loadKeys(); err != nil {
 		return err
 	}

@@ -115,6 +115,10 @@ func Dial(ctx context.Context, addr string, identity ed25519.PrivateKey, serverF
 		c.Close()
 		return nil, fmt.Errorf("%w (server %s)", ErrRefused, addr)
 	}
+	if hello.Kind == kindError {
+		c.Close()
+		return nil, fmt.Errorf("%w (server %s)", codeError(hello.Code, hello.Message), addr)
+	}
 	if hello.Kind != kindHello || hello.Version != ProtocolVersion {
 		c.Close()
 		return nil, fmt.Errorf("%w: unexpected greeting from %s", ErrProtocol, addr)
@@ -138,10 +142,23 @@ func (cl *Client) send(ctx context.Context, req request) error {
 	} else {
 		cl.c.SetDeadline(time.Time{})
 	}
-	if err := writeFrame(cl.bw, req, nil); err != nil {
-		return err
+	return cl.explain(writeFrame(cl.bw, req, nil), cl.bw.Flush())
+}
+
+// explain turns a failed send into the server's reason when the server
+// closed the session after saying why (a cut session: its key was removed
+// or its tenant locked).
+func (cl *Client) explain(errs ...error) error {
+	err := errors.Join(errs...)
+	if err == nil {
+		return nil
 	}
-	return cl.bw.Flush()
+	cl.c.SetReadDeadline(time.Now().Add(time.Second))
+	var resp response
+	if _, rerr := readFrame(cl.br, &resp); rerr == nil && resp.Kind == kindError {
+		return codeError(resp.Code, resp.Message)
+	}
+	return err
 }
 
 // sendBody is send with a request body.
@@ -151,10 +168,7 @@ func (cl *Client) sendBody(ctx context.Context, req request, body []byte) error 
 	} else {
 		cl.c.SetDeadline(time.Time{})
 	}
-	if err := writeFrame(cl.bw, req, body); err != nil {
-		return err
-	}
-	return cl.bw.Flush()
+	return cl.explain(writeFrame(cl.bw, req, body), cl.bw.Flush())
 }
 
 // next reads one response frame; an "error" frame becomes an error.

@@ -242,8 +242,9 @@ func TestRemoteRefusedBeforeData(t *testing.T) {
 	if bytes.Contains(got, []byte("snapshots")) || bytes.Contains(got, []byte(f.snapA.ID)) {
 		t.Fatalf("plain TCP got an answer: %q", got)
 	}
-	// Removed key: an open session is cut at its next request, and a new
-	// connection is refused like an unknown key.
+	// Removed key: an open session is cut at once (its next request gets
+	// the refusal without being served), and a new connection is refused
+	// like an unknown key.
 	cl, priv = f.client(t, "alice", "restore")
 	if _, err := cl.Snapshots(ctx); err != nil {
 		t.Fatal(err)
@@ -268,8 +269,11 @@ func TestRemoteRefusedBeforeData(t *testing.T) {
 	if _, err := Dial(ctx, f.addr, priv, f.fp); !errors.Is(err, ErrRefused) {
 		t.Fatalf("locked tenant, new session: %v", err)
 	}
-	if n := f.events.count("request"); n != 3 {
-		t.Errorf("%d requests served, want 3 (refused connections must not reach a request)", n)
+	if n := f.events.count("request"); n != 1 {
+		t.Errorf("%d requests served, want 1 (refused connections and cut sessions must not reach a request)", n)
+	}
+	if n := f.events.count("conn.cut"); n != 2 {
+		t.Errorf("%d sessions cut, want 2", n)
 	}
 }
 

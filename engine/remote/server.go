@@ -21,6 +21,7 @@ import (
 // Config bounds a server. Zero fields take the defaults.
 type Config struct {
 	MaxConns         int           // open connections at once (default 64)
+	MaxTenantConns   int           // open connections of one tenant at once (default 16)
 	IdleTimeout      time.Duration // longest wait for the next request (default 5m)
 	HandshakeTimeout time.Duration // longest TLS handshake (default 10s)
 	WriteTimeout     time.Duration // longest wait for the client to take one frame (default 1m)
@@ -35,6 +36,9 @@ type Config struct {
 func (c *Config) fill() {
 	if c.MaxConns <= 0 {
 		c.MaxConns = 64
+	}
+	if c.MaxTenantConns <= 0 {
+		c.MaxTenantConns = 16
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 5 * time.Minute
@@ -60,19 +64,53 @@ type Server struct {
 	cert tls.Certificate
 	fp   string
 
-	mu    sync.Mutex // guards conns
+	mu    sync.Mutex // guards conns and the sessions' tenant and fp
 	conns map[*serverConn]struct{}
 }
 
 // NewServer makes a server for e with the server key key. e must stay open
-// until Serve returns.
+// until Serve returns. The server registers with e.OnRevoke, so removing a
+// client key, or locking or shredding a tenant, through e cuts the
+// sessions concerned at once.
 func NewServer(e *engine.Engine, key ed25519.PrivateKey, cfg Config) (*Server, error) {
 	cfg.fill()
 	cert, err := selfSigned(key)
 	if err != nil {
 		return nil, fmt.Errorf("make server certificate: %w", err)
 	}
-	return &Server{e: e, cfg: cfg, cert: cert, fp: engine.KeyFingerprint(key.Public().(ed25519.PublicKey)), conns: map[*serverConn]struct{}{}}, nil
+	s := &Server{e: e, cfg: cfg, cert: cert, fp: engine.KeyFingerprint(key.Public().(ed25519.PublicKey)), conns: map[*serverConn]struct{}{}}
+	e.OnRevoke(s.revoke)
+	return s, nil
+}
+
+// revoke cuts the sessions whose access r withdraws.
+func (s *Server) revoke(r engine.Revocation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sc := range s.conns {
+		if sc.tenant == r.Tenant && (r.Fingerprint == "" || sc.fp == r.Fingerprint) {
+			sc.cut()
+			s.cfg.Log("conn.cut", "remote", sc.c.RemoteAddr().String(), "fingerprint", sc.fp)
+		}
+	}
+}
+
+// admit records the tenant and key of a session whose key was accepted, or
+// reports that the tenant has MaxTenantConns sessions already.
+func (s *Server) admit(sc *serverConn, tenant, fp string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for o := range s.conns {
+		if o.tenant == tenant {
+			n++
+		}
+	}
+	if n >= s.cfg.MaxTenantConns {
+		return false
+	}
+	sc.tenant, sc.fp = tenant, fp
+	return true
 }
 
 // Fingerprint is the server key's fingerprint, which clients pin.
@@ -180,12 +218,40 @@ type serverConn struct {
 	s *Server
 	c *tls.Conn
 
-	mu      sync.Mutex // guards closing, busy and the read deadline
+	tenant, fp string // set by Server.admit once the key is accepted
+
+	mu      sync.Mutex // guards closing, busy, w and the read deadline
 	closing bool
-	busy    bool // a request is in flight
+	busy    bool            // a request is in flight
+	w       *deadlineWriter // the session's writer once it is admitted
 
 	ing *engine.Ingest // the open backup session, or nil; serve's goroutine only
 }
+
+// cut ends the session now, because its key was removed or its tenant
+// locked (Server.revoke holds s.mu). An idle client is told, with the
+// answer an unknown key gets, before the connection closes; a request in
+// flight breaks off, and an open backup session is abandoned (the
+// deferred Abort in serve).
+func (sc *serverConn) cut() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.closing {
+		return
+	}
+	sc.closing = true
+	if !sc.busy && sc.w != nil {
+		if writeFrame(sc.w, refusedKey, nil) == nil {
+			sc.c.SetWriteDeadline(time.Now().Add(time.Second))
+			sc.w.w.Flush()
+		}
+	}
+	sc.c.NetConn().Close()
+}
+
+// refusedKey is the one answer to an unknown key, a removed key and a
+// locked tenant.
+var refusedKey = response{Kind: kindError, Code: codeRefused, Message: "the server refused this key"}
 
 func (sc *serverConn) shutdown() {
 	sc.mu.Lock()
@@ -254,12 +320,28 @@ func (sc *serverConn) serve() {
 	w := &deadlineWriter{c: sc.c, w: bw, d: sc.s.cfg.WriteTimeout}
 	// The hello tells the client it was admitted; clients send nothing
 	// before it, so a refused key moves no data.
-	_, roles, err := sc.s.e.AuthenticateClient(context.Background(), pub)
+	t, roles, err := sc.s.e.AuthenticateClient(context.Background(), pub)
 	if err != nil {
 		log("conn.refused", "remote", remote, "fingerprint", fp, "reason", "key")
 		return
 	}
-	if writeFrame(w, response{Kind: kindHello, Version: ProtocolVersion, Roles: roles}, nil) != nil || bw.Flush() != nil {
+	if !sc.s.admit(sc, t.ID(), fp) {
+		log("conn.refused", "remote", remote, "fingerprint", fp, "reason", "tenant-limit")
+		if writeFrame(w, response{Kind: kindError, Code: codeBusy, Message: "this account has too many open sessions; try again later"}, nil) == nil {
+			bw.Flush()
+		}
+		return
+	}
+	// From the hello on, a cut tells an idle client why; the hello goes
+	// out under sc.mu so that a cut's refusal follows it.
+	sc.mu.Lock()
+	sc.w = w
+	err = writeFrame(w, response{Kind: kindHello, Version: ProtocolVersion, Roles: roles}, nil)
+	if err == nil {
+		err = bw.Flush()
+	}
+	sc.mu.Unlock()
+	if err != nil {
 		return
 	}
 	log("conn.open", "remote", remote, "fingerprint", fp)
@@ -341,7 +423,7 @@ func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *requ
 	t, roles, err := sc.s.e.AuthenticateClient(ctx, pub)
 	if err != nil {
 		if errors.Is(err, engine.ErrClientRefused) {
-			return fail(codeRefused, "the server refused this key")
+			return fail(refusedKey.Code, refusedKey.Message)
 		}
 		return fail(codeInternal, "the server could not check this key")
 	}

@@ -1,0 +1,189 @@
+package remote
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"coffer/engine"
+)
+
+// startServer serves f's engine on a second listener with cfg (its Log goes
+// to the returned event log) and returns its address.
+func (f *fixture) startServer(t *testing.T, cfg Config) (string, *eventLog) {
+	t.Helper()
+	key, _, err := LoadOrCreateServerKey(f.e.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := &eventLog{}
+	cfg.Log = events.log
+	srv, err := NewServer(f.e, key, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String(), events
+}
+
+func (l *eventLog) contains(sub string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.ev {
+		if strings.Contains(e, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFor polls cond for up to 20 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestRemoteCutOnRevoke: removing a key cuts its idle session at once (the
+// client learns why at its next request), and locking a tenant cuts its
+// backup in progress instead of waiting for it. The idle timeout is a
+// minute, so without the cut the lock would wait that long and the test
+// would time out.
+func TestRemoteCutOnRevoke(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	addr, events := f.startServer(t, Config{IdleTimeout: time.Minute})
+	dial := func(tenant string, roles ...string) (*Client, ed25519.PrivateKey) {
+		priv, _ := GenerateKey()
+		if _, err := f.e.AddClientKey(ctx, tenant, priv.Public().(ed25519.PublicKey), "", roles); err != nil {
+			t.Fatal(err)
+		}
+		cl, err := Dial(ctx, addr, priv, f.fp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		return cl, priv
+	}
+
+	// An idle session of a removed key.
+	cl, priv := dial("alice", "restore")
+	other, _ := dial("alice", "restore")
+	if _, err := cl.Snapshots(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fp := engine.KeyFingerprint(priv.Public().(ed25519.PublicKey))
+	if err := f.e.RemoveClientKey(ctx, "alice", fp); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the removed key's session to be cut", func() bool { return events.count("conn.close") == 1 })
+	if events.count("conn.cut") != 1 {
+		t.Fatalf("cut sessions: %d, want 1 (only the removed key's)", events.count("conn.cut"))
+	}
+	if _, err := cl.Snapshots(ctx); !errors.Is(err, ErrRefused) {
+		t.Fatalf("cut session: %v, want ErrRefused", err)
+	}
+	if _, err := other.Snapshots(ctx); err != nil {
+		t.Fatalf("the tenant's other key lost its session: %v", err)
+	}
+
+	// A backup in progress of a tenant being locked.
+	bob, _ := dial("bob", "backup")
+	pr, pw := io.Pipe()
+	type result struct {
+		s   *engine.Snapshot
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		s, err := bob.BackupStream(ctx, pr, "db.dump", BackupOptions{Host: "h"})
+		done <- result{s, err}
+	}()
+	waitFor(t, "bob's backup session to begin", func() bool { return events.contains("op" + opBegin) })
+	go pw.Write(make([]byte, 1<<20)) // the session is mid-stream
+	start := time.Now()
+	if _, err := f.e.LockTenant(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("lock waited %v for the backup session", d)
+	}
+	pw.CloseWithError(errors.New("end of test stream"))
+	if r := <-done; r.err == nil {
+		t.Fatalf("the cut backup saved snapshot %s", r.s.ID)
+	}
+	tn, err := f.e.OpenTenant(ctx, "bob")
+	if err == nil {
+		ss, _ := tn.Snapshots(ctx)
+		if len(ss) != 1 {
+			t.Fatalf("bob has %d snapshots after the cut backup, want 1", len(ss))
+		}
+	} else if !errors.Is(err, engine.ErrTenantLocked) {
+		t.Fatal(err)
+	}
+	if _, err := other.Snapshots(ctx); err != nil {
+		t.Fatalf("locking bob cut alice: %v", err)
+	}
+}
+
+// TestRemoteTenantConnLimit: one tenant cannot hold more than
+// MaxTenantConns sessions; other tenants are unaffected, and a closed
+// session frees its place.
+func TestRemoteTenantConnLimit(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	addr, events := f.startServer(t, Config{MaxTenantConns: 2})
+	key := func(tenant string) ed25519.PrivateKey {
+		priv, _ := GenerateKey()
+		if _, err := f.e.AddClientKey(ctx, tenant, priv.Public().(ed25519.PublicKey), "", []string{"restore"}); err != nil {
+			t.Fatal(err)
+		}
+		return priv
+	}
+	a := key("alice")
+	var open []*Client
+	for i := 0; i < 2; i++ {
+		cl, err := Dial(ctx, addr, a, f.fp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, cl)
+	}
+	if _, err := Dial(ctx, addr, key("alice"), f.fp); !errors.Is(err, ErrBusy) {
+		t.Fatalf("third session of alice: %v, want ErrBusy", err)
+	}
+	b, err := Dial(ctx, addr, key("bob"), f.fp)
+	if err != nil {
+		t.Fatalf("bob refused while alice is at her limit: %v", err)
+	}
+	b.Close()
+	open[0].Close()
+	waitFor(t, "a closed session to free its place", func() bool { return events.count("conn.close") >= 2 })
+	cl, err := Dial(ctx, addr, a, f.fp)
+	if err != nil {
+		t.Fatalf("after a close: %v", err)
+	}
+	cl.Close()
+	open[1].Close()
+}
