@@ -19,7 +19,7 @@ import (
 )
 
 // Client keys: the public keys with which a tenant's clients log in to
-// `coffer serve` (docs/remote.md). A tenant's keys form one record, sealed
+// `coffer serve` (docs/design.md, chapter 15). A tenant's keys form one record, sealed
 // under the tenant's metadata key (so a master-key rotation leaves it
 // readable, and shredding the tenant makes it unreadable with everything
 // else), stored on the drives as r/keys/<tenant ID hex> in the common

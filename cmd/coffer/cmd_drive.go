@@ -103,7 +103,7 @@ func newDriveAddCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer e.Close()
-			d, warning, err := e.AddDrive(cmd.Context(), rack, a[0])
+			d, warning, err := e.AddDrive(cmd.Context(), rack, g.path(a[0]))
 			if err != nil {
 				return err
 			}

@@ -16,7 +16,7 @@ import (
 )
 
 // Client keys: coffer keygen on the customer's side, coffer tenant key
-// add|list|remove on the operator's (docs/remote.md).
+// add|list|remove on the operator's (docs/design.md, chapter 15).
 
 func newKeygenCmd(g *globals) *cobra.Command {
 	var out, comment string
@@ -82,7 +82,7 @@ func newTenantKeyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pub, comment, err := remote.ReadPublicKey(a[1])
+			pub, comment, err := remote.ReadPublicKey(g.path(a[1]))
 			if err != nil {
 				return err
 			}

@@ -78,7 +78,7 @@ func runReport(ctx context.Context, g *globals, e *engine.Engine, at time.Time, 
 	}
 	var written []string
 	if o.out != "" {
-		written, err = r.WriteMessages(o.out, o.from)
+		written, err = r.WriteMessages(g.path(o.out), o.from)
 		if err != nil {
 			return err
 		}

@@ -17,7 +17,7 @@ import (
 )
 
 // coffer serve, and the client side of remote use (--remote, --identity,
-// --server-fingerprint) of the data commands. docs/remote.md describes both.
+// --server-fingerprint) of the data commands. docs/design.md chapter 15 describes both.
 
 func newServeCmd(g *globals) *cobra.Command {
 	var listen string
@@ -30,7 +30,13 @@ registered with coffer tenant key add; the key alone decides the tenant. The
 server key is REPO/server.key (mode 0600), made on the first start; clients pin
 its fingerprint, which is printed at start. SIGINT or SIGTERM stop the server
 after the requests in flight finish. Events are logged to stderr as
-structured lines without tenant content.`,
+structured lines without tenant content.
+
+While it runs, operator commands on the same --repo (tenant lock, tenant key
+remove, scrub, sweep, report, ...) run inside the server through its admin
+socket REPO/admin.sock (mode 0600; the master key file must match), so they
+work on a live server: removing a key or locking a tenant cuts the sessions
+concerned at once. Backup and restore go through --remote instead.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if listen == "" {
@@ -69,6 +75,12 @@ func runServe(ctx context.Context, g *globals, e *engine.Engine, ln net.Listener
 		ln.Close()
 		return err
 	}
+	stopAdmin, err := startAdmin(ctx, e, cfg.Log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopAdmin()
 	if created {
 		fmt.Fprintf(g.stdout, "made a new server key in %s/%s\n", e.Dir(), remote.ServerKeyName)
 	}

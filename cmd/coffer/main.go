@@ -74,22 +74,35 @@ func main() {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+	return execute(ctx, &globals{stdin: stdin, stdout: stdout, stderr: stderr}, args)
+}
+
+// execute runs one command line with g's streams and returns the exit
+// code. coffer serve calls it for the commands of its admin socket.
+func execute(ctx context.Context, g *globals, args []string) int {
+	g.args = args
 	root := newRootCmd(g)
 	root.SetArgs(args)
-	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	root.SetIn(g.stdin)
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
+	c, err := root.ExecuteContextC(ctx)
+	if c != nil {
+		g.commandPath = strings.TrimPrefix(c.CommandPath(), "coffer ")
+	}
 	if err == nil {
 		return exitOK
+	}
+	var fw forwardedError
+	if errors.As(err, &fw) {
+		return fw.code // the server printed the command's output and error
 	}
 	code := exitCode(err)
 	if ctx.Err() != nil {
 		code = exitInterrupted
 		err = errors.New("interrupted; nothing half-written was recorded, run the command again")
 	}
-	fmt.Fprintln(stderr, "coffer: "+message(err))
+	fmt.Fprintln(g.stderr, "coffer: "+message(err))
 	return code
 }
 

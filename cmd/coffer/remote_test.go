@@ -37,6 +37,15 @@ func (l *lockedBuffer) String() string {
 // repository in dir and returns its address and fingerprint.
 func startServe(t *testing.T, dir string) (addr, fp string, out *lockedBuffer) {
 	t.Helper()
+	addr, fp, out, _ = startServeStop(t, dir)
+	return addr, fp, out
+}
+
+// startServeStop is startServe that also returns a function that stops the
+// server (and closes its engine) before the test ends; it may be called
+// more than once.
+func startServeStop(t *testing.T, dir string) (addr, fp string, out *lockedBuffer, stop func()) {
+	t.Helper()
 	e, err := engine.Open(dir, engine.Options{Command: "coffer serve"})
 	if err != nil {
 		t.Fatal(err)
@@ -50,17 +59,21 @@ func startServe(t *testing.T, dir string) (addr, fp string, out *lockedBuffer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runServe(ctx, g, e, ln, remoteConfigForTest()) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		e.Close()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+			e.Close()
+		})
+	}
+	t.Cleanup(stop)
 	re := regexp.MustCompile(`server fingerprint: (SHA256:\S+)`)
 	for i := 0; i < 1000; i++ {
 		if m := re.FindStringSubmatch(out.String()); m != nil {
-			return ln.Addr().String(), m[1], out
+			return ln.Addr().String(), m[1], out, stop
 		}
 		runtimeGosched()
 	}

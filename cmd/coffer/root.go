@@ -27,11 +27,33 @@ type globals struct {
 	s3CA              string
 	s3AllowVersioning bool
 	// Remote use: the server's address, the client's private key file and
-	// the server key's expected fingerprint (docs/remote.md).
+	// the server key's expected fingerprint (docs/design.md, chapter 15).
 	remote, identity, serverFP string
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
+
+	// args is the command line (sent through the admin socket), getenv
+	// reads the environment (the client's, for a command from the admin
+	// socket), and cwd, when set, is the folder relative paths are taken
+	// from (the client's).
+	args        []string
+	getenv      func(string) string
+	cwd         string
+	commandPath string // the command that ran, without "coffer " (for logs)
+	// lent, when set, is coffer serve's open engine: the command came
+	// through the admin socket and runs on it.
+	lent *engine.Engine
+}
+
+// path makes a path argument absolute against the caller's folder (which
+// differs from this process's for a command from the admin socket). URLs
+// pass unchanged.
+func (g *globals) path(p string) string {
+	if g.cwd == "" || p == "" || filepath.IsAbs(p) || strings.Contains(p, "://") {
+		return p
+	}
+	return filepath.Join(g.cwd, p)
 }
 
 func newRootCmd(g *globals) *cobra.Command {
@@ -48,16 +70,19 @@ packed and Reed-Solomon coded across drives in different racks.
 		DisableSuggestions: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	if g.getenv == nil {
+		g.getenv = os.Getenv
+	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.repo, "repo", os.Getenv("COFFER_REPO"), "repository folder (env COFFER_REPO)")
-	pf.StringVar(&g.keyFile, "master-key-file", os.Getenv("COFFER_MASTER_KEY_FILE"), "master key file (env COFFER_MASTER_KEY_FILE; default REPO/master.key)")
-	pf.StringVar(&g.tenant, "tenant", os.Getenv("COFFER_TENANT"), "tenant name (env COFFER_TENANT)")
+	pf.StringVar(&g.repo, "repo", g.getenv("COFFER_REPO"), "repository folder (env COFFER_REPO)")
+	pf.StringVar(&g.keyFile, "master-key-file", g.getenv("COFFER_MASTER_KEY_FILE"), "master key file (env COFFER_MASTER_KEY_FILE; default REPO/master.key)")
+	pf.StringVar(&g.tenant, "tenant", g.getenv("COFFER_TENANT"), "tenant name (env COFFER_TENANT)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.retryLock, "retry-lock", 0, "wait this long for another process that holds the repository")
-	pf.StringVar(&g.s3CA, "s3-ca", os.Getenv("COFFER_S3_CA"), "PEM file of the certificate authorities of s3:// drives (env COFFER_S3_CA; default: the system roots)")
-	pf.StringVar(&g.remote, "remote", os.Getenv("COFFER_REMOTE"), "run data commands on the server at HOST:PORT (env COFFER_REMOTE)")
-	pf.StringVar(&g.identity, "identity", os.Getenv("COFFER_IDENTITY"), "private key file for --remote, from coffer keygen or ssh-keygen -t ed25519 (env COFFER_IDENTITY)")
-	pf.StringVar(&g.serverFP, "server-fingerprint", os.Getenv("COFFER_SERVER_FINGERPRINT"), "expected fingerprint of the --remote server's key, SHA256:… (env COFFER_SERVER_FINGERPRINT)")
+	pf.StringVar(&g.s3CA, "s3-ca", g.getenv("COFFER_S3_CA"), "PEM file of the certificate authorities of s3:// drives (env COFFER_S3_CA; default: the system roots)")
+	pf.StringVar(&g.remote, "remote", g.getenv("COFFER_REMOTE"), "run data commands on the server at HOST:PORT (env COFFER_REMOTE)")
+	pf.StringVar(&g.identity, "identity", g.getenv("COFFER_IDENTITY"), "private key file for --remote, from coffer keygen or ssh-keygen -t ed25519 (env COFFER_IDENTITY)")
+	pf.StringVar(&g.serverFP, "server-fingerprint", g.getenv("COFFER_SERVER_FINGERPRINT"), "expected fingerprint of the --remote server's key, SHA256:… (env COFFER_SERVER_FINGERPRINT)")
 	pf.BoolVar(&g.s3AllowVersioning, "s3-allow-versioning", false, "accept S3 buckets with versioning or object lock (only when lifecycle rules expire old versions: a delete there only adds a marker)")
 
 	root.AddCommand(
@@ -128,14 +153,25 @@ func (g *globals) repoDir() (string, error) {
 	return g.repo, nil
 }
 
-// open opens the repository for a command.
+// open opens the repository for a command. When coffer serve holds it,
+// the command runs in the server's process instead, through its admin
+// socket (admin.go), and open returns a forwardedError with its exit code.
 func (g *globals) open(cmd *cobra.Command) (*engine.Engine, error) {
 	dir, err := g.repoDir()
 	if err != nil {
 		return nil, err
 	}
+	if g.lent != nil {
+		if ok, why := socketCommand(cmd); !ok {
+			return nil, fmt.Errorf("%w: coffer serve holds %s; %s", engine.ErrRepoLocked, dir, why)
+		}
+		return g.lent.Retain(), nil
+	}
+	if ok, err := g.forward(cmd, dir); ok {
+		return nil, err
+	}
 	var escrow []string
-	for _, p := range filepath.SplitList(os.Getenv("COFFER_MASTER_KEY_ESCROW")) {
+	for _, p := range filepath.SplitList(g.getenv("COFFER_MASTER_KEY_ESCROW")) {
 		if p = strings.TrimSpace(p); p != "" {
 			escrow = append(escrow, p)
 		}

@@ -1,6 +1,6 @@
 // Package remote is Coffer's backup server and its client: TLS 1.3 with
 // pinned ed25519 keys on both sides (no CA, no passwords), and a small
-// framed request/response protocol on top (docs/remote.md).
+// framed request/response protocol on top (docs/design.md, chapter 15).
 //
 // The server decides the tenant from the client's key alone, and checks the
 // key again on every request. It never names or lists other tenants: an

@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"coffer/engine"
+)
+
+// The admin socket. While coffer serve owns a repository (the index allows
+// one process), an operator's command on the same --repo cannot open it.
+// Instead g.open finds REPO/admin.sock, and the command line is run inside
+// the server's process, on the server's open engine, with its output
+// streamed back. docs/design.md (chapter 15, "The admin socket") describes it.
+//
+// Access: the socket file has mode 0600 in the repository folder; the
+// server accepts only peers of its own user (or root), checked with
+// SO_PEERCRED; and the operator proves to hold the master key by answering
+// a random nonce with an HMAC under a key derived from it
+// (engine.AdminProofs), so the key never crosses the socket.
+//
+// Frames, both ways: one type byte, a 4-byte big-endian length, the
+// payload. Server → client: 'N' nonce (once, first), 'O' stdout bytes,
+// 'E' stderr bytes, 'X' exit code (4 bytes, last). Client → server: 'R'
+// the request (JSON adminRequest, once). The client closing its end
+// interrupts the command.
+
+const (
+	adminSocketName = "admin.sock"
+	maxAdminFrame   = 1 << 20
+	adminNonceSize  = 32
+)
+
+type adminRequest struct {
+	Args   []string          `json:"args"`
+	Env    map[string]string `json:"env"` // the client's COFFER_* variables
+	Cwd    string            `json:"cwd"` // for relative paths in Args
+	Proofs [][]byte          `json:"proofs"`
+}
+
+func writeAdminFrame(w io.Writer, typ byte, p []byte) error {
+	var h [5]byte
+	h[0] = typ
+	binary.BigEndian.PutUint32(h[1:], uint32(len(p)))
+	if _, err := w.Write(h[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(p)
+	return err
+}
+
+// readAdminFrame reads one frame of at most max bytes of payload.
+func readAdminFrame(r io.Reader, max int) (byte, []byte, error) {
+	var h [5]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(h[1:])
+	if uint64(n) > uint64(max) {
+		return 0, nil, fmt.Errorf("admin socket frame of %d bytes (at most %d)", n, max)
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return 0, nil, fmt.Errorf("admin socket frame: %w", io.ErrUnexpectedEOF)
+	}
+	return h[0], p, nil
+}
+
+// socketCommand reports whether the command runs through the admin socket.
+// Backup and restore read and write files on the operator's side and go
+// through the server with --remote instead; init, serve and index rebuild
+// need the repository to themselves.
+func socketCommand(cmd *cobra.Command) (bool, string) {
+	switch strings.TrimPrefix(cmd.CommandPath(), "coffer ") {
+	case "backup":
+		return false, "back up through it with --remote ADDR, or stop coffer serve first"
+	case "restore":
+		return false, "restore through it with --remote ADDR, or stop coffer serve first"
+	case "serve":
+		return false, "it is served already"
+	case "init", "index rebuild":
+		return false, "stop coffer serve first"
+	}
+	return true, ""
+}
+
+// forwardedError carries the exit code of a command that ran through the
+// admin socket; its output has been printed already.
+type forwardedError struct{ code int }
+
+func (f forwardedError) Error() string { return fmt.Sprintf("exit %d", f.code) }
+
+// forward runs the command through the admin socket of a coffer serve that
+// holds the repository in dir. ok is false when no server answers there
+// (no socket, or a stale one): the command then opens the repository
+// itself.
+func (g *globals) forward(cmd *cobra.Command, dir string) (ok bool, err error) {
+	c, err := net.DialTimeout("unix", filepath.Join(dir, adminSocketName), 5*time.Second)
+	if err != nil {
+		return false, nil
+	}
+	defer c.Close()
+	if yes, why := socketCommand(cmd); !yes {
+		return true, fmt.Errorf("%w: coffer serve holds %s; %s", engine.ErrRepoLocked, dir, why)
+	}
+	ctx := cmd.Context()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	typ, nonce, err := readAdminFrame(c, adminNonceSize)
+	if err != nil || typ != 'N' {
+		return true, fmt.Errorf("%w: coffer serve holds %s and its admin socket did not answer (%v)", engine.ErrRepoLocked, dir, err)
+	}
+	c.SetReadDeadline(time.Time{})
+	proofs, err := engine.AdminProofs(dir, g.keyFile, nonce)
+	if err != nil {
+		return true, err
+	}
+	req := adminRequest{Args: g.args, Env: map[string]string{}, Cwd: g.cwd, Proofs: proofs}
+	if req.Cwd == "" {
+		req.Cwd, _ = os.Getwd()
+	}
+	for _, kv := range os.Environ() {
+		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "COFFER_") {
+			req.Env[k] = v
+		}
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return true, err
+	}
+	if err := writeAdminFrame(c, 'R', body); err != nil {
+		return true, fmt.Errorf("send the command to coffer serve's admin socket: %w", err)
+	}
+	for {
+		typ, p, err := readAdminFrame(c, maxAdminFrame)
+		if err != nil {
+			if ctx.Err() != nil {
+				return true, ctx.Err()
+			}
+			return true, fmt.Errorf("coffer serve closed its admin socket before the command finished: %w", err)
+		}
+		switch typ {
+		case 'O':
+			if _, err := g.stdout.Write(p); err != nil {
+				return true, err
+			}
+		case 'E':
+			if _, err := g.stderr.Write(p); err != nil {
+				return true, err
+			}
+		case 'X':
+			if len(p) != 4 {
+				return true, errors.New("coffer serve's admin socket sent a malformed exit code")
+			}
+			return true, forwardedError{int(binary.BigEndian.Uint32(p))}
+		default:
+			return true, fmt.Errorf("coffer serve's admin socket sent an unknown frame %q", typ)
+		}
+	}
+}
+
+// adminServer runs the commands that come through the admin socket on the
+// server's engine.
+type adminServer struct {
+	e   *engine.Engine
+	ln  *net.UnixListener
+	log func(event string, kv ...any)
+	wg  sync.WaitGroup
+}
+
+// startAdmin listens on REPO/admin.sock until ctx ends; stop waits for the
+// commands in flight (which ctx interrupts).
+func startAdmin(ctx context.Context, e *engine.Engine, log func(string, ...any)) (stop func(), err error) {
+	path := filepath.Join(e.Dir(), adminSocketName)
+	// The server holds the repository lock, so a socket file there is
+	// left over from a server that died.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove the stale admin socket: %w", err)
+	}
+	old := unix.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	a := &adminServer{e: e, ln: ln, log: log}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				return
+			}
+			a.wg.Add(1)
+			go func() {
+				defer a.wg.Done()
+				a.handle(ctx, c)
+			}()
+		}
+	}()
+	ctxStop := context.AfterFunc(ctx, func() { ln.Close() })
+	return func() {
+		ctxStop()
+		ln.Close() // removes the socket file
+		a.wg.Wait()
+	}, nil
+}
+
+// frameWriter sends what a command writes as frames of one type; the
+// command's stdout and stderr share the connection, hence mu.
+type adminWriter struct {
+	mu  *sync.Mutex
+	c   net.Conn
+	typ byte
+}
+
+func (w adminWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for rest := p; len(rest) > 0; {
+		n := min(len(rest), 64<<10)
+		if err := writeAdminFrame(w.c, w.typ, rest[:n]); err != nil {
+			return len(p) - len(rest), err
+		}
+		rest = rest[n:]
+	}
+	return len(p), nil
+}
+
+func (a *adminServer) handle(ctx context.Context, c *net.UnixConn) {
+	defer c.Close()
+	uid, err := peerUID(c)
+	if err != nil || (uid != uint32(os.Getuid()) && uid != 0) {
+		a.log("admin.refused", "uid", uid, "reason", "user")
+		return
+	}
+	nonce := make([]byte, adminNonceSize)
+	if _, err := rand.Read(nonce); err != nil {
+		return
+	}
+	if writeAdminFrame(c, 'N', nonce) != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	typ, body, err := readAdminFrame(c, maxAdminFrame)
+	var req adminRequest
+	if err != nil || typ != 'R' || json.Unmarshal(body, &req) != nil {
+		a.log("admin.refused", "uid", uid, "reason", "protocol")
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	var mu sync.Mutex
+	g := &globals{
+		stdin:  strings.NewReader(""),
+		stdout: adminWriter{&mu, c, 'O'},
+		stderr: adminWriter{&mu, c, 'E'},
+		getenv: func(k string) string { return req.Env[k] },
+		cwd:    req.Cwd,
+		lent:   a.e,
+	}
+	code := exitWrongKey
+	proven := false
+	for _, p := range req.Proofs {
+		proven = proven || a.e.CheckAdminProof(nonce, p)
+	}
+	if !proven {
+		fmt.Fprintln(g.stderr, "coffer: the master key file does not hold the key of the repository coffer serve holds; give the right one with --master-key-file.")
+	} else {
+		// The client closing its end interrupts the command.
+		cctx, cancel := context.WithCancel(ctx)
+		go func() {
+			io.Copy(io.Discard, c)
+			cancel()
+		}()
+		code = execute(cctx, g, req.Args)
+		cancel()
+	}
+	a.log("admin.command", "uid", uid, "command", g.commandPath, "exit", code)
+	var x [4]byte
+	binary.BigEndian.PutUint32(x[:], uint32(code))
+	mu.Lock()
+	writeAdminFrame(c, 'X', x[:])
+	mu.Unlock()
+}
+
+// peerUID is the user ID of the process at the other end of c.
+func peerUID(c *net.UnixConn) (uint32, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	err = raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, cerr
+	}
+	return cred.Uid, nil
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"coffer/engine/remote"
+)
+
+// TestAdminSocket: while coffer serve holds a repository, operator commands
+// on the same --repo run through its admin socket, on the live server: a
+// key removal and a lock cut the sessions concerned, relative paths are
+// the caller's, backup and a wrong master key are refused with their exit
+// codes, and once the server stops the commands open the repository
+// themselves again.
+func TestAdminSocket(t *testing.T) {
+	r := newTestRepo(t, "alice")
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "create", "bob")
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "a.txt"), []byte("alpha\n"))
+	r.must(t, nil, "backup", src)
+	keys := t.TempDir()
+	mustCoffer(t, nil, "keygen", "--out", filepath.Join(keys, "id"))
+
+	addr, fp, out, stop := startServeStop(t, r.dir)
+	if fi, err := os.Stat(filepath.Join(r.dir, adminSocketName)); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("admin socket: %v %v", fi, err)
+	}
+
+	// A relative PUBKEYFILE is the caller's, not the server's.
+	t.Chdir(keys)
+	add := mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "add", "alice", "id.pub", "--role", "restore")
+	if !strings.Contains(add.stdout, "SHA256:") {
+		t.Fatalf("key add through the socket: %s", add)
+	}
+	list := mustCoffer(t, nil, "--repo", r.dir, "--json", "tenant", "key", "list", "alice")
+	var ks []struct {
+		Fingerprint string `json:"fingerprint"`
+	}
+	decodeJSON(t, list, &ks)
+	if len(ks) != 1 {
+		t.Fatalf("keys: %s", list)
+	}
+	priv, err := remote.ReadPrivateKey(filepath.Join(keys, "id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cl, err := remote.Dial(ctx, addr, priv, fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if _, err := cl.Snapshots(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Removing the key through the socket cuts the open session.
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "remove", "alice", ks[0].Fingerprint)
+	if _, err := cl.Snapshots(ctx); !errors.Is(err, remote.ErrRefused) {
+		t.Fatalf("session of a key removed through the admin socket: %v", err)
+	}
+	if !strings.Contains(out.String(), "conn.cut") {
+		t.Fatalf("server log has no cut session:\n%s", out.String())
+	}
+
+	// Lifecycle and listings run on the live server.
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "lock", "bob")
+	var ts []struct {
+		Name  string `json:"name"`
+		State string `json:"state"`
+	}
+	decodeJSON(t, mustCoffer(t, nil, "--repo", r.dir, "--json", "tenant", "list"), &ts)
+	locked := false
+	for _, tn := range ts {
+		locked = locked || (tn.Name == "bob" && tn.State == "locked")
+	}
+	if !locked {
+		t.Fatalf("bob not locked: %+v", ts)
+	}
+	if res := r.run(t, nil, "snapshots"); res.code != exitOK || !strings.Contains(res.stdout, "1 snapshots") {
+		t.Fatalf("snapshots through the socket: %s", res)
+	}
+	if res := coffer(t, nil, "--repo", r.dir, "--tenant", "bob", "snapshots"); res.code != exitTenantLocked {
+		t.Fatalf("locked tenant through the socket: %s", res)
+	} else {
+		checkErrorLine(t, res)
+	}
+	if res := coffer(t, nil, "--repo", r.dir, "scrub"); res.code != exitOK {
+		t.Fatalf("scrub through the socket: %s", res)
+	}
+	if res := coffer(t, nil, "--repo", r.dir, "tenant", "frobnicate"); res.code != exitUsage {
+		t.Fatalf("usage error through the socket: %s", res)
+	}
+	audit := mustCoffer(t, nil, "--repo", r.dir, "audit")
+	for _, action := range []string{"tenant.key.add", "tenant.key.remove", "tenant.lock"} {
+		if !strings.Contains(audit.stdout, action) {
+			t.Fatalf("audit log lacks %s:\n%s", action, audit.stdout)
+		}
+	}
+
+	// Backup and restore go through --remote instead; serve is running.
+	for _, a := range [][]string{r.args("backup", src), r.args("restore", "latest", "--target", t.TempDir()), {"--repo", r.dir, "serve", "--listen", "127.0.0.1:0"}} {
+		res := coffer(t, nil, a...)
+		if res.code != exitRepoLocked || !strings.Contains(res.stderr, "coffer serve") {
+			t.Fatalf("want exit 11 naming coffer serve: %s", res)
+		}
+		checkErrorLine(t, res)
+	}
+	// A master key of another repository proves nothing.
+	other := newTestRepo(t, "")
+	res := coffer(t, nil, "--repo", r.dir, "--master-key-file", other.key, "tenant", "list")
+	if res.code != exitWrongKey {
+		t.Fatalf("wrong master key through the socket: %s", res)
+	}
+	checkErrorLine(t, res)
+	if !strings.Contains(out.String(), "admin.command") {
+		t.Fatalf("server log has no admin commands:\n%s", out.String())
+	}
+	for _, secret := range []string{"alice", "bob", "id.pub"} {
+		if strings.Contains(out.String(), secret) {
+			t.Fatalf("server log names %q:\n%s", secret, out.String())
+		}
+	}
+
+	// Stopped: the socket is gone and commands open the repository.
+	stop()
+	if _, err := os.Stat(filepath.Join(r.dir, adminSocketName)); !os.IsNotExist(err) {
+		t.Fatalf("admin socket left behind: %v", err)
+	}
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "unlock", "bob")
+
+	// A socket left by a server that died is ignored.
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(r.dir, adminSocketName), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "list")
+}
+
+func FuzzAdminFrame(f *testing.F) {
+	var b bytes.Buffer
+	writeAdminFrame(&b, 'O', []byte("hello"))
+	f.Add(b.Bytes())
+	f.Add([]byte{'X', 0, 0, 0, 4, 0, 0, 0, 1})
+	f.Add([]byte{'R', 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		typ, p, err := readAdminFrame(bytes.NewReader(data), 1<<16)
+		if err != nil {
+			return
+		}
+		var again bytes.Buffer
+		if err := writeAdminFrame(&again, typ, p); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(again.Bytes(), data[:5+len(p)]) {
+			t.Fatalf("frame does not round-trip")
+		}
+	})
+}
