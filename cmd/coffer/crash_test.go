@@ -41,6 +41,7 @@ func TestCrashKill(t *testing.T) {
 	t.Run("scrub-repair", func(t *testing.T) { crashKillScrub(t, bin) })
 	t.Run("index-rebuild", func(t *testing.T) { crashKillRebuild(t, bin) })
 	t.Run("prune", func(t *testing.T) { crashKillPrune(t, bin) })
+	t.Run("serve", func(t *testing.T) { crashKillServe(t, bin) })
 }
 
 // crashSeed makes a run repeatable; a failing run logs it.
