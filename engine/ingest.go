@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"coffer/chunk"
 	"coffer/engine/tree"
@@ -254,6 +257,9 @@ func (in *Ingest) Put(ctx context.Context, blobs []IngestBlob) error {
 	if err := in.usable(); err != nil {
 		return err
 	}
+	// IDs are recomputed on every core first (the checks below need them).
+	idOK := make([]bool, len(blobs))
+	parallel(len(blobs), func(i int) { idOK[i] = in.t.keys.ids.Sum(blobs[i].Data) == blobs[i].ID })
 	batch := map[[32]byte]BlobType{}
 	for i, b := range blobs {
 		switch b.Type {
@@ -268,7 +274,7 @@ func (in *Ingest) Put(ctx context.Context, blobs []IngestBlob) error {
 		default:
 			return invalidf("blob %d: unknown blob type %d", i, b.Type)
 		}
-		if got := in.t.keys.ids.Sum(b.Data); got != b.ID {
+		if !idOK[i] {
 			return fmt.Errorf("%w: %w: blob %d sent as %x", ErrInvalid, ErrBlobMismatch, i, b.ID[:8])
 		}
 		if b.Type == TreeBlob {
@@ -278,21 +284,63 @@ func (in *Ingest) Put(ctx context.Context, blobs []IngestBlob) error {
 		}
 		batch[b.ID] = b.Type
 	}
+	// The new blobs are compressed and sealed on every core, then packed
+	// in order (a batch is a few MiB: the client sends at most 8 MiB).
+	var todo []IngestBlob
+	seen := map[[32]byte]bool{}
 	for _, b := range blobs {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if _, ok, err := in.known(b.ID); err != nil || ok {
+		if _, ok, err := in.known(b.ID); err != nil || ok || seen[b.ID] {
 			if err != nil {
 				return in.fail(err)
 			}
 			continue
 		}
-		if err := in.store(ctx, b); err != nil {
+		seen[b.ID] = true
+		todo = append(todo, b)
+	}
+	sealed := make([][]byte, len(todo))
+	scratch := make([]*[]byte, len(todo))
+	parallel(len(todo), func(i int) {
+		b := todo[i]
+		sealed[i], scratch[i] = sealBlobScratch(in.t.sealKey(b.Type), in.t.id, b.Type, b.ID, b.Data)
+	})
+	defer func() {
+		for _, s := range scratch {
+			putScratch(s) // the packer copied what it took
+		}
+	}()
+	for i, b := range todo {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := in.store(ctx, b, sealed[i]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// parallel runs f(0..n-1) on up to GOMAXPROCS goroutines.
+func parallel(n int, f func(i int)) {
+	workers := min(n, runtime.GOMAXPROCS(0))
+	if workers <= 1 {
+		for i := range n {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // checkTree decodes a tree and checks that every blob it references is
@@ -331,15 +379,14 @@ func (in *Ingest) checkTree(data []byte, batch map[[32]byte]BlobType) error {
 	return nil
 }
 
-// store seals one blob into its packer and writes the pack when full.
-func (in *Ingest) store(ctx context.Context, b IngestBlob) error {
-	sealed, scratch := sealBlobScratch(in.t.sealKey(b.Type), in.t.id, b.Type, b.ID, b.Data)
+// store puts one sealed blob into its packer and writes the pack when
+// full.
+func (in *Ingest) store(ctx context.Context, b IngestBlob, sealed []byte) error {
 	p := &in.data
 	if b.Type == TreeBlob {
 		p = &in.trees
 	}
 	full := p.add(b.Type, b.ID, sealed, len(b.Data))
-	putScratch(scratch) // add copied it
 	in.pending[b.ID] = b.Type
 	in.blobs++
 	in.added += int64(len(b.Data))
