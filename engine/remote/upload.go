@@ -22,16 +22,9 @@ import (
 	"coffer/engine/tree"
 )
 
-// BackupOptions configure a remote backup. Zero fields take defaults, as in
-// engine.BackupOptions.
-type BackupOptions struct {
-	Host     string    // recorded host name; "" = this machine's
-	Tags     []string  // recorded tags
-	Excludes []string  // glob patterns: without "/" matched against base names, with "/" against absolute paths
-	Time     time.Time // snapshot time; zero = now
-	NoParent bool      // read every file even if the parent snapshot says it is unchanged
-	Progress *engine.Progress
-}
+// BackupOptions configure a remote backup: the local backup's options
+// (Host "" is this machine's name, as locally).
+type BackupOptions = engine.BackupOptions
 
 // Upload batching: blobs are queued until batchTarget bytes, then the
 // server is asked which it lacks and those are sent in puts of at most
