@@ -82,7 +82,7 @@ packed and Reed-Solomon coded across drives in different racks.
 	pf.StringVar(&g.s3CA, "s3-ca", g.getenv("COFFER_S3_CA"), "PEM file of the certificate authorities of s3:// drives (env COFFER_S3_CA; default: the system roots)")
 	pf.StringVar(&g.remote, "remote", g.getenv("COFFER_REMOTE"), "run data commands on the server at HOST:PORT (env COFFER_REMOTE)")
 	pf.StringVar(&g.identity, "identity", g.getenv("COFFER_IDENTITY"), "private key file for --remote, from coffer keygen or ssh-keygen -t ed25519 (env COFFER_IDENTITY)")
-	pf.StringVar(&g.serverFP, "server-fingerprint", g.getenv("COFFER_SERVER_FINGERPRINT"), "expected fingerprint of the --remote server's key, SHA256:… (env COFFER_SERVER_FINGERPRINT)")
+	pf.StringVar(&g.serverFP, "server-fingerprint", g.getenv("COFFER_SERVER_FINGERPRINT"), "expected fingerprint of the --remote server's key, SHA256:…; during a server-key rotation OLD,NEW (env COFFER_SERVER_FINGERPRINT)")
 	pf.BoolVar(&g.s3AllowVersioning, "s3-allow-versioning", false, "accept S3 buckets with versioning or object lock (only when lifecycle rules expire old versions: a delete there only adds a marker)")
 
 	root.AddCommand(

@@ -59,13 +59,20 @@ func (cl *Client) Traffic() (sent, received int64) {
 }
 
 // Dial connects to the server at addr with identity, and checks that the
-// server's key has the fingerprint serverFP before the client shows its own
-// certificate or sends anything. A mismatch is ErrFingerprint; a refused key
-// is ErrRefused.
+// server's key has the fingerprint serverFP (or one of several,
+// comma-separated, while the server's key is being rotated) before the
+// client shows its own certificate or sends anything. A mismatch is
+// ErrFingerprint; a refused key is ErrRefused.
 func Dial(ctx context.Context, addr string, identity ed25519.PrivateKey, serverFP string) (*Client, error) {
-	serverFP = NormalizeFingerprint(serverFP)
-	if !strings.HasPrefix(serverFP, "SHA256:") {
-		return nil, fmt.Errorf("%w: server fingerprint %q must look like SHA256:… (as coffer serve prints it)", engine.ErrInvalid, serverFP)
+	// Several fingerprints, comma-separated, are accepted during a server
+	// key rotation (docs/design.md chapter 15).
+	var pins []string
+	for _, fp := range strings.Split(serverFP, ",") {
+		fp = NormalizeFingerprint(fp)
+		if !strings.HasPrefix(fp, "SHA256:") {
+			return nil, fmt.Errorf("%w: server fingerprint %q must look like SHA256:… (as coffer serve prints it)", engine.ErrInvalid, fp)
+		}
+		pins = append(pins, fp)
 	}
 	cert, err := selfSigned(identity)
 	if err != nil {
@@ -85,10 +92,12 @@ func Dial(ctx context.Context, addr string, identity ed25519.PrivateKey, serverF
 				return ErrFingerprint
 			}
 			got := engine.KeyFingerprint(pub)
-			if subtle.ConstantTimeCompare([]byte(got), []byte(serverFP)) != 1 {
-				return fmt.Errorf("%w: expected %s, the server at %s has %s", ErrFingerprint, serverFP, addr, got)
+			for _, fp := range pins {
+				if subtle.ConstantTimeCompare([]byte(got), []byte(fp)) == 1 {
+					return nil
+				}
 			}
-			return nil
+			return fmt.Errorf("%w: expected %s, the server at %s has %s", ErrFingerprint, strings.Join(pins, " or "), addr, got)
 		},
 	}
 	d := &net.Dialer{Timeout: 15 * time.Second}

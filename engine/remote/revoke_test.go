@@ -187,3 +187,27 @@ func TestRemoteTenantConnLimit(t *testing.T) {
 	cl.Close()
 	open[1].Close()
 }
+
+// TestRemoteFingerprintList: during a server-key rotation a client pins the
+// old and the new fingerprint; any listed one is accepted, none other.
+func TestRemoteFingerprintList(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	priv, _ := GenerateKey()
+	if _, err := f.e.AddClientKey(ctx, "alice", priv.Public().(ed25519.PublicKey), "", []string{"restore"}); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := GenerateKey()
+	otherFP := engine.KeyFingerprint(other.Public().(ed25519.PublicKey))
+	cl, err := Dial(ctx, f.addr, priv, otherFP+", "+f.fp)
+	if err != nil {
+		t.Fatalf("new fingerprint second in the list: %v", err)
+	}
+	cl.Close()
+	if _, err := Dial(ctx, f.addr, priv, otherFP+","+otherFP); !errors.Is(err, ErrFingerprint) {
+		t.Fatalf("no listed fingerprint matches: %v", err)
+	}
+	if _, err := Dial(ctx, f.addr, priv, f.fp+",md5:00"); !errors.Is(err, engine.ErrInvalid) {
+		t.Fatalf("malformed entry: %v", err)
+	}
+}
