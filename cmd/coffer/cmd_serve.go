@@ -57,6 +57,7 @@ concerned at once. Backup and restore go through --remote instead.`,
 	c.Flags().StringVar(&listen, "listen", "", "address to listen on, HOST:PORT")
 	c.Flags().IntVar(&cfg.MaxConns, "max-conns", 64, "most client connections at once")
 	c.Flags().DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close a connection idle this long")
+	c.Flags().IntVar(&cfg.MaxBackups, "max-backups", 8, "most backups at once (each holds about two pack sizes of memory); others wait up to the idle timeout")
 	return c
 }
 

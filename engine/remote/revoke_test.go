@@ -211,3 +211,48 @@ func TestRemoteFingerprintList(t *testing.T) {
 		t.Fatalf("malformed entry: %v", err)
 	}
 }
+
+// TestRemoteMaxBackups: with one backup place, a second tenant's backup
+// waits for it (up to BackupWait, then busy) and runs once the first ends.
+func TestRemoteMaxBackups(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	addr, _ := f.startServer(t, Config{MaxBackups: 1, BackupWait: 3 * time.Second})
+	dial := func(tenant string) *Client {
+		priv, _ := GenerateKey()
+		if _, err := f.e.AddClientKey(ctx, tenant, priv.Public().(ed25519.PublicKey), "", []string{"backup"}); err != nil {
+			t.Fatal(err)
+		}
+		cl, err := Dial(ctx, addr, priv, f.fp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		return cl
+	}
+	alice, bob := dial("alice"), dial("bob")
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := alice.BackupStream(ctx, pr, "a.bin", BackupOptions{Host: "h"})
+		done <- err
+	}()
+	pw.Write([]byte("alice's first bytes")) // her session is open once the walker reads
+	if _, err := bob.BackupStream(ctx, strings.NewReader("bob"), "b.bin", BackupOptions{Host: "h"}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second backup with one place: %v, want ErrBusy", err)
+	}
+	// Bob waits for the place; alice ends within his wait.
+	bobDone := make(chan error, 1)
+	go func() {
+		_, err := bob.BackupStream(ctx, strings.NewReader("bob"), "b.bin", BackupOptions{Host: "h"})
+		bobDone <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-bobDone; err != nil {
+		t.Fatalf("backup that waited for the place: %v", err)
+	}
+}

@@ -22,6 +22,15 @@ import (
 type Config struct {
 	MaxConns         int           // open connections at once (default 64)
 	MaxTenantConns   int           // open connections of one tenant at once (default 16)
+	// MaxBackups bounds the backup sessions open at once, and so the
+	// server's memory for them (each holds pack buffers: about two pack
+	// sizes). Others wait for a place up to BackupWait, then get busy
+	// (default 8).
+	MaxBackups int
+	// BackupWait is the longest a backup waits for a place and for its
+	// tenant's lock (held by another backup, forget or prune of the
+	// tenant) (default: IdleTimeout).
+	BackupWait time.Duration
 	IdleTimeout      time.Duration // longest wait for the next request (default 5m)
 	HandshakeTimeout time.Duration // longest TLS handshake (default 10s)
 	WriteTimeout     time.Duration // longest wait for the client to take one frame (default 1m)
@@ -39,6 +48,12 @@ func (c *Config) fill() {
 	}
 	if c.MaxTenantConns <= 0 {
 		c.MaxTenantConns = 16
+	}
+	if c.MaxBackups <= 0 {
+		c.MaxBackups = 8
+	}
+	if c.BackupWait <= 0 {
+		c.BackupWait = c.IdleTimeout
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 5 * time.Minute
@@ -66,6 +81,8 @@ type Server struct {
 
 	mu    sync.Mutex // guards conns and the sessions' tenant and fp
 	conns map[*serverConn]struct{}
+
+	backups chan struct{} // a place per open backup session (MaxBackups)
 }
 
 // NewServer makes a server for e with the server key key. e must stay open
@@ -78,7 +95,8 @@ func NewServer(e *engine.Engine, key ed25519.PrivateKey, cfg Config) (*Server, e
 	if err != nil {
 		return nil, fmt.Errorf("make server certificate: %w", err)
 	}
-	s := &Server{e: e, cfg: cfg, cert: cert, fp: engine.KeyFingerprint(key.Public().(ed25519.PublicKey)), conns: map[*serverConn]struct{}{}}
+	s := &Server{e: e, cfg: cfg, cert: cert, fp: engine.KeyFingerprint(key.Public().(ed25519.PublicKey)),
+		conns: map[*serverConn]struct{}{}, backups: make(chan struct{}, cfg.MaxBackups)}
 	e.OnRevoke(s.revoke)
 	return s, nil
 }
@@ -303,7 +321,7 @@ func (sc *serverConn) serve() {
 	defer func() {
 		if sc.ing != nil {
 			sc.ing.Abort(context.Background(), errors.New("connection ended before commit"))
-			sc.ing = nil
+			sc.endIngest()
 		}
 	}()
 	log := sc.s.cfg.Log
@@ -367,6 +385,13 @@ func (sc *serverConn) serve() {
 		}
 	}
 	log("conn.close", "remote", remote, "fingerprint", fp)
+}
+
+// endIngest forgets the connection's ended backup session and frees its
+// place.
+func (sc *serverConn) endIngest() {
+	sc.ing = nil
+	<-sc.s.backups
 }
 
 func handshakeReason(err error) string {
@@ -565,12 +590,18 @@ func (sc *serverConn) handleIngest(ctx context.Context, w *deadlineWriter, t *en
 		if sc.ing != nil {
 			return fail(codeInvalid, "a backup session is already open on this connection")
 		}
-		// Another backup, forget or prune of the tenant holds its lock:
-		// wait for it as long as the client may stay idle.
-		wctx, cancel := context.WithTimeout(ctx, sc.s.cfg.IdleTimeout)
+		// A place among MaxBackups, and the tenant's lock (another backup,
+		// forget or prune of the tenant may hold it).
+		wctx, cancel := context.WithTimeout(ctx, sc.s.cfg.BackupWait)
+		defer cancel()
+		select {
+		case sc.s.backups <- struct{}{}:
+		case <-wctx.Done():
+			return fail(codeBusy, "the server is busy; try again later")
+		}
 		ing, err := t.BeginIngest(wctx)
-		cancel()
 		if err != nil {
+			<-sc.s.backups
 			if errors.Is(err, context.DeadlineExceeded) {
 				return fail(codeBusy, "another operation of this account is running")
 			}
@@ -632,7 +663,7 @@ func (sc *serverConn) handleIngest(ctx context.Context, w *deadlineWriter, t *en
 		return end()
 	case opCommit:
 		ing := sc.ing
-		sc.ing = nil // Commit ends the session whatever the outcome
+		sc.endIngest() // Commit ends the session whatever the outcome
 		s, err := ing.Commit(ctx, req.Commit)
 		if err != nil {
 			return errOut(err)
