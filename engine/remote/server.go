@@ -20,8 +20,8 @@ import (
 
 // Config bounds a server. Zero fields take the defaults.
 type Config struct {
-	MaxConns         int           // open connections at once (default 64)
-	MaxTenantConns   int           // open connections of one tenant at once (default 16)
+	MaxConns       int // open connections at once (default 64)
+	MaxTenantConns int // open connections of one tenant at once (default 16)
 	// MaxBackups bounds the backup sessions open at once, and so the
 	// server's memory for them (each holds pack buffers: about two pack
 	// sizes). Others wait for a place up to BackupWait, then get busy
@@ -30,7 +30,7 @@ type Config struct {
 	// BackupWait is the longest a backup waits for a place and for its
 	// tenant's lock (held by another backup, forget or prune of the
 	// tenant) (default: IdleTimeout).
-	BackupWait time.Duration
+	BackupWait       time.Duration
 	IdleTimeout      time.Duration // longest wait for the next request (default 5m)
 	HandshakeTimeout time.Duration // longest TLS handshake (default 10s)
 	WriteTimeout     time.Duration // longest wait for the client to take one frame (default 1m)
