@@ -6,7 +6,6 @@ import (
 	"crypto/ed25519"
 	"fmt"
 	mrand "math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -112,27 +111,8 @@ func runLoad(t *testing.T, clients, perClient int) loadResult {
 	// The snapshot's start must come after every mtime, as in real use.
 	time.Sleep(10 * time.Millisecond)
 
-	key, _, err := LoadOrCreateServerKey(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewServer(e, key, Config{IdleTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, ln) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}()
+	addr, fp, stop := serveOn(t, e, "127.0.0.1:0", Config{IdleTimeout: time.Minute})
+	defer stop()
 
 	// Every phase is bounded: at least 1 MB/s of total data, and a minute
 	// at least. A hang fails the test instead of blocking it.
@@ -152,7 +132,7 @@ func runLoad(t *testing.T, clients, perClient int) loadResult {
 			wg.Go(func() {
 				t0 := time.Now()
 				err := func() error {
-					cl, err := Dial(pctx, ln.Addr().String(), keys[i], srv.Fingerprint())
+					cl, err := Dial(pctx, addr, keys[i], fp)
 					if err != nil {
 						return err
 					}

@@ -58,15 +58,7 @@ func (l *eventLog) count(prefix string) int {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "repo")
-	if _, err := engine.Init(ctx, dir, engine.InitOptions{PackSize: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.Open(dir, engine.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	e, dir := newTestEngine(t, 1<<20, "alice", "bob")
 	src := t.TempDir()
 	files := map[string][]byte{
 		"a.txt":         []byte("hello remote\n"),
@@ -88,9 +80,6 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f := &fixture{e: e, src: src, events: &eventLog{}}
 	for _, name := range []string{"alice", "bob"} {
-		if _, err := e.CreateTenant(ctx, name, engine.TenantOptions{}); err != nil {
-			t.Fatal(err)
-		}
 		tn, err := e.OpenTenant(ctx, name)
 		if err != nil {
 			t.Fatal(err)
@@ -105,33 +94,10 @@ func newFixture(t *testing.T) *fixture {
 			f.snapB = s
 		}
 	}
-	key, created, err := LoadOrCreateServerKey(dir)
-	if err != nil || !created {
+	if _, created, err := LoadOrCreateServerKey(dir); err != nil || !created {
 		t.Fatalf("server key: %v %v", created, err)
 	}
-	srv, err := NewServer(e, key, Config{Log: f.events.log, IdleTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.addr, f.fp = ln.Addr().String(), srv.Fingerprint()
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, ln) }()
-	f.stop = func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}
-	t.Cleanup(func() {
-		if f.stop != nil {
-			f.stop()
-		}
-	})
+	f.addr, f.fp, f.stop = serveOn(t, e, "127.0.0.1:0", Config{Log: f.events.log, IdleTimeout: 5 * time.Second})
 	return f
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -17,30 +16,10 @@ import (
 // to the returned event log) and returns its address.
 func (f *fixture) startServer(t *testing.T, cfg Config) (string, *eventLog) {
 	t.Helper()
-	key, _, err := LoadOrCreateServerKey(f.e.Dir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	events := &eventLog{}
 	cfg.Log = events.log
-	srv, err := NewServer(f.e, key, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String(), events
+	addr, _, _ := serveOn(t, f.e, "127.0.0.1:0", cfg)
+	return addr, events
 }
 
 func (l *eventLog) contains(sub string) bool {

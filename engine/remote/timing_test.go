@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	mrand "math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -76,20 +75,7 @@ func TestRemoteTimingIsolation(t *testing.T) {
 		t.Skip("timing measurement takes several seconds")
 	}
 	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "repo")
-	if _, err := engine.Init(ctx, dir, engine.InitOptions{PackSize: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.Open(dir, engine.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	for _, name := range []string{"alice", "bob"} {
-		if _, err := e.CreateTenant(ctx, name, engine.TenantOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e, _ := newTestEngine(t, 1<<20, "alice", "bob")
 
 	// Bob: several snapshots of a tree with many small files (many blob
 	// IDs), a few folders and one file of several chunks. Alice: one
@@ -135,27 +121,7 @@ func TestRemoteTimingIsolation(t *testing.T) {
 	}
 	t.Logf("bob: %d snapshots, %d trees, %d data blobs", len(bobSnaps), len(bobTrees), len(bobData))
 
-	key, _, err := LoadOrCreateServerKey(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewServer(e, key, Config{IdleTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	addr, fp, _ := serveOn(t, e, "127.0.0.1:0", Config{IdleTimeout: time.Minute})
 	priv, err := GenerateKey()
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +131,7 @@ func TestRemoteTimingIsolation(t *testing.T) {
 	}
 	dial := func() *Client {
 		t.Helper()
-		cl, err := Dial(ctx, ln.Addr().String(), priv, srv.Fingerprint())
+		cl, err := Dial(ctx, addr, priv, fp)
 		if err != nil {
 			t.Fatalf("Dial: %v", err)
 		}

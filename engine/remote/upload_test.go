@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -32,57 +31,16 @@ type ingestFixture struct {
 
 func newIngestFixture(t *testing.T) *ingestFixture {
 	t.Helper()
-	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "repo")
-	if _, err := engine.Init(ctx, dir, engine.InitOptions{PackSize: 1 << 20}); err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.Open(dir, engine.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	for _, name := range []string{"alice", "bob"} {
-		if _, err := e.CreateTenant(ctx, name, engine.TenantOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e, dir := newTestEngine(t, 1<<20, "alice", "bob")
 	f := &ingestFixture{e: e, dir: dir}
 	f.start(t, "127.0.0.1:0")
-	t.Cleanup(func() {
-		if f.stop != nil {
-			f.stop()
-		}
-	})
 	return f
 }
 
 // start serves on addr (the previous address for a restart).
 func (f *ingestFixture) start(t *testing.T, addr string) {
 	t.Helper()
-	key, _, err := LoadOrCreateServerKey(f.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewServer(f.e, key, Config{IdleTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.addr, f.fp = ln.Addr().String(), srv.Fingerprint()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	f.stop = func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		f.stop = nil
-	}
+	f.addr, f.fp, f.stop = serveOn(t, f.e, addr, Config{IdleTimeout: 10 * time.Second})
 }
 
 func (f *ingestFixture) key(t *testing.T, tenant string, roles ...string) ed25519.PrivateKey {
