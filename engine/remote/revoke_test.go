@@ -235,3 +235,18 @@ func TestRemoteMaxBackups(t *testing.T) {
 		t.Fatalf("backup that waited for the place: %v", err)
 	}
 }
+
+// TestConfigDefaults: a zero Config gets every limit, and a backup waits
+// for a place as long as a client may stay idle (a zero wait made every
+// other backup busy).
+func TestConfigDefaults(t *testing.T) {
+	var c Config
+	c.fill()
+	if c.MaxConns <= 0 || c.MaxTenantConns <= 0 || c.MaxBackups <= 0 || c.IdleTimeout <= 0 ||
+		c.HandshakeTimeout <= 0 || c.WriteTimeout <= 0 || c.ShutdownTimeout <= 0 || c.Log == nil {
+		t.Fatalf("zero Config left a limit unset: %+v", c)
+	}
+	if c.BackupWait != c.IdleTimeout {
+		t.Fatalf("BackupWait %v, want the idle timeout %v", c.BackupWait, c.IdleTimeout)
+	}
+}

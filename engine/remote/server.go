@@ -52,11 +52,11 @@ func (c *Config) fill() {
 	if c.MaxBackups <= 0 {
 		c.MaxBackups = 8
 	}
-	if c.BackupWait <= 0 {
-		c.BackupWait = c.IdleTimeout
-	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.BackupWait <= 0 {
+		c.BackupWait = c.IdleTimeout
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
