@@ -15,7 +15,7 @@ build:
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 $(PKGS)
-	$(GO) test -count=1 -race -short ./engine/ ./repo/... ./index/...
+	$(GO) test -count=1 -race -short ./engine/ ./engine/remote/ ./repo/... ./index/...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
