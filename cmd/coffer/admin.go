@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -292,7 +293,7 @@ func (a *adminServer) handle(ctx context.Context, c *net.UnixConn) {
 			io.Copy(io.Discard, c)
 			cancel()
 		}()
-		code = execute(cctx, g, req.Args)
+		code = a.run(cctx, g, req.Args)
 		cancel()
 	}
 	a.log("admin.command", "uid", uid, "command", g.commandPath, "exit", code)
@@ -301,6 +302,20 @@ func (a *adminServer) handle(ctx context.Context, c *net.UnixConn) {
 	mu.Lock()
 	writeAdminFrame(c, 'X', x[:])
 	mu.Unlock()
+}
+
+// run executes one command line for the socket. A bug in a command must
+// not stop the server: a panic becomes exit 1 for the caller, and its stack
+// goes to the server's log.
+func (a *adminServer) run(ctx context.Context, g *globals, args []string) (code int) {
+	defer func() {
+		if v := recover(); v != nil {
+			a.log("admin.panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			fmt.Fprintln(g.stderr, "coffer: internal error in coffer serve (see its log); nothing else was affected.")
+			code = exitError
+		}
+	}()
+	return execute(ctx, g, args)
 }
 
 // peerUID is the user ID of the process at the other end of c.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"coffer/engine"
 	"coffer/engine/remote"
 )
 
@@ -164,4 +165,32 @@ func FuzzAdminFrame(f *testing.F) {
 			t.Fatalf("frame does not round-trip")
 		}
 	})
+}
+
+type panicWriter struct{}
+
+func (panicWriter) Write([]byte) (int, error) { panic("test: a bug in a command") }
+
+// TestAdminPanic: a command that panics inside coffer serve ends with exit 1
+// for its caller, and the server's engine stays usable.
+func TestAdminPanic(t *testing.T) {
+	r := newTestRepo(t, "alice")
+	e, err := engine.Open(r.dir, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var logged []string
+	a := &adminServer{e: e, log: func(ev string, _ ...any) { logged = append(logged, ev) }}
+	var errb bytes.Buffer
+	g := &globals{stdin: strings.NewReader(""), stdout: panicWriter{}, stderr: &errb, getenv: func(string) string { return "" }, lent: e}
+	if code := a.run(context.Background(), g, []string{"--repo", r.dir, "tenant", "list"}); code != exitError {
+		t.Fatalf("exit %d, want %d; stderr %q", code, exitError, errb.String())
+	}
+	if !strings.Contains(errb.String(), "internal error") || len(logged) != 1 || logged[0] != "admin.panic" {
+		t.Fatalf("stderr %q, log %v", errb.String(), logged)
+	}
+	if _, err := e.Tenants(context.Background()); err != nil {
+		t.Fatalf("engine after the panic: %v", err)
+	}
 }

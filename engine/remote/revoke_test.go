@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"io"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -248,5 +250,50 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.BackupWait != c.IdleTimeout {
 		t.Fatalf("BackupWait %v, want the idle timeout %v", c.BackupWait, c.IdleTimeout)
+	}
+}
+
+// TestRemotePanicEndsOneSession: a panic while serving one session (here
+// from the log, at its first request) ends that session only; the server
+// goes on serving others.
+func TestRemotePanicEndsOneSession(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var events []string
+	panicked := false
+	addr, _, _ := serveOn(t, f.e, "127.0.0.1:0", Config{Log: func(ev string, _ ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, ev)
+		if ev == "request" && !panicked {
+			panicked = true
+			panic("test: a bug while serving")
+		}
+	}})
+	priv, _ := GenerateKey()
+	if _, err := f.e.AddClientKey(ctx, "alice", priv.Public().(ed25519.PublicKey), "", []string{"restore"}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := Dial(ctx, addr, priv, f.fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if _, err := first.Snapshots(ctx); err == nil {
+		t.Fatal("the session that met the panic went on")
+	}
+	second, err := Dial(ctx, addr, priv, f.fp)
+	if err != nil {
+		t.Fatalf("server gone after a panic: %v", err)
+	}
+	defer second.Close()
+	if _, err := second.Snapshots(ctx); err != nil {
+		t.Fatalf("server after a panic: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Contains(events, "conn.panic") {
+		t.Fatalf("no conn.panic event: %v", events)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -316,6 +317,14 @@ func (sc *serverConn) armFrame() {
 }
 
 func (sc *serverConn) serve() {
+	// A bug met by one session must not stop the server for every tenant:
+	// the session ends (its backup is abandoned below) and the operator's
+	// log gets the stack, which holds code locations, not tenant content.
+	defer func() {
+		if v := recover(); v != nil {
+			sc.s.cfg.Log("conn.panic", "remote", sc.c.RemoteAddr().String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
 	defer sc.c.Close()
 	// A connection that ends without a commit records no snapshot.
 	defer func() {
