@@ -14,11 +14,8 @@ package engine
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -30,6 +27,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"coffer/internal/treetest"
 	"coffer/repo"
 )
 
@@ -223,75 +221,6 @@ func crashCopyIndex(t *testing.T, dir string, mem *vfs.MemFS) {
 	}
 }
 
-// crashManifest describes a tree for a byte-exact comparison: for every entry
-// below the root, its type, permission bits and content hash (files) or
-// target (symlinks).
-type crashManifest map[string]string
-
-func crashManifestOf(t *testing.T, root string) crashManifest {
-	t.Helper()
-	m := crashManifest{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		if rel == "." {
-			return nil
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		switch {
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.Sum256(b)
-			m[rel] = fmt.Sprintf("file %v %d %s", fi.Mode().Perm(), len(b), hex.EncodeToString(h[:8]))
-		case fi.IsDir():
-			m[rel] = fmt.Sprintf("dir %v", fi.Mode().Perm())
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			m[rel] = "symlink " + target
-		default:
-			m[rel] = "other " + fi.Mode().Type().String()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("scan %s: %v", root, err)
-	}
-	return m
-}
-
-// diff lists the differences between want (m) and got, at most a few.
-func (m crashManifest) diff(got crashManifest) []string {
-	var out []string
-	for k, w := range m {
-		if g, ok := got[k]; !ok {
-			out = append(out, fmt.Sprintf("%s: missing (want %s)", k, w))
-		} else if g != w {
-			out = append(out, fmt.Sprintf("%s: %s, want %s", k, g, w))
-		}
-	}
-	for k, g := range got {
-		if _, ok := m[k]; !ok {
-			out = append(out, fmt.Sprintf("%s: unexpected %s", k, g))
-		}
-	}
-	sort.Strings(out)
-	if len(out) > 8 {
-		out = append(out[:8], fmt.Sprintf("… and %d more", len(out)-8))
-	}
-	return out
-}
-
 // crashWriteSource creates generation 0 of the source tree below root, or
 // changes it into generation gen: some files rewritten with new random data,
 // one grown, one new, one removed. Everything is seeded by gen, so a run is
@@ -365,14 +294,14 @@ func crashFirstLine(err error) string {
 const plUnit = 50 << 10
 
 // plRestoreCheck restores s with tn and compares it with want.
-func plRestoreCheck(t *testing.T, tn *Tenant, s *Snapshot, src string, want crashManifest, what string) {
+func plRestoreCheck(t *testing.T, tn *Tenant, s *Snapshot, src string, want treetest.Manifest, what string) {
 	t.Helper()
 	target := t.TempDir()
 	if _, err := tn.Restore(context.Background(), s, target, RestoreOptions{}); err != nil {
 		t.Errorf("%s: restore snapshot %s: %v", what, s.ID[:8], err)
 		return
 	}
-	if d := want.diff(crashManifestOf(t, filepath.Join(target, src))); len(d) > 0 {
+	if d := want.Diff(treetest.Of(t, filepath.Join(target, src))); len(d) > 0 {
 		t.Errorf("%s: snapshot %s restores differently:\n  %s", what, s.ID[:8], strings.Join(d, "\n  "))
 	}
 }
@@ -401,7 +330,7 @@ func plCase(t *testing.T, at int, seed uint64) int {
 	dir := itInit(t, InitOptions{})
 	src := filepath.Join(t.TempDir(), "src")
 	crashWriteSource(t, src, 0, plUnit)
-	wantA := crashManifestOf(t, src)
+	wantA := treetest.Of(t, src)
 
 	e := itOpen(t, dir)
 	sA := itBackup(t, itTenant(t, e, "acme"), src)
@@ -412,7 +341,7 @@ func plCase(t *testing.T, at int, seed uint64) int {
 	mem := vfs.NewCrashableMem()
 	crashCopyIndex(t, dir, mem)
 	crashWriteSource(t, src, 1, plUnit)
-	wantB := crashManifestOf(t, src)
+	wantB := treetest.Of(t, src)
 
 	cfg := vfs.CrashCloneCfg{}
 	if at%2 == 1 { // odd points also keep some unsynced index writes
@@ -490,7 +419,7 @@ func plCase(t *testing.T, at int, seed uint64) int {
 
 	// The next backup completes, restores, and leaves a clean repository.
 	crashWriteSource(t, src, 2, plUnit)
-	wantC := crashManifestOf(t, src)
+	wantC := treetest.Of(t, src)
 	sC, err := tn3.Backup(ctx, []string{src}, BackupOptions{Host: "it-host"})
 	if err != nil {
 		t.Fatalf("%s: next backup: %v", what, err)
@@ -551,7 +480,7 @@ func plScrubCase(t *testing.T, at int, seed uint64) int {
 	dir := itInit(t, InitOptions{})
 	src := filepath.Join(t.TempDir(), "src")
 	crashWriteSource(t, src, 0, plUnit)
-	wantA := crashManifestOf(t, src)
+	wantA := treetest.Of(t, src)
 
 	// Snapshot A, then a backup that loses power after a few shard writes
 	// (its drives fail from then on, so its orphans stay), on disk.
@@ -668,7 +597,7 @@ func plScrubCase(t *testing.T, at int, seed uint64) int {
 	}
 	plRestoreCheck(t, tn3, snaps[0], src, wantA, what+", after the next repair")
 	crashWriteSource(t, src, 2, plUnit)
-	wantC := crashManifestOf(t, src)
+	wantC := treetest.Of(t, src)
 	sC, err := tn3.Backup(ctx, []string{src}, BackupOptions{Host: "it-host"})
 	if err != nil {
 		t.Fatalf("%s: next backup: %v", what, err)

@@ -12,12 +12,9 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -27,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"coffer/internal/treetest"
 )
 
 // TestCrashKill builds the coffer binary once and kills it during backup,
@@ -68,8 +67,8 @@ type crashRepo struct {
 	sizes   crashSizes
 	gen     int
 	rng     *rand.Rand
-	states  map[string]crashManifest // snapshot ID -> the source it captured
-	current crashManifest            // the source as it is now
+	states  map[string]treetest.Manifest // snapshot ID -> the source it captured
+	current treetest.Manifest            // the source as it is now
 }
 
 func newCrashRepo(t *testing.T, bin string) *crashRepo {
@@ -78,7 +77,7 @@ func newCrashRepo(t *testing.T, bin string) *crashRepo {
 	r := &crashRepo{
 		bin: bin, dir: filepath.Join(root, "repo"), src: filepath.Join(root, "src"),
 		sizes: crashSizing(), rng: rand.New(rand.NewPCG(crashSeed, 1)),
-		states: map[string]crashManifest{},
+		states: map[string]treetest.Manifest{},
 	}
 	for _, p := range []string{"a", "b", "c", "n"} {
 		r.paths = append(r.paths, filepath.Join(r.src, p))
@@ -86,7 +85,7 @@ func newCrashRepo(t *testing.T, bin string) *crashRepo {
 	r.inproc(t, exitOK, "init", "--pack-size", "1MiB")
 	r.inproc(t, exitOK, "tenant", "create", "acme")
 	crashSource(t, r.src, 0, r.sizes)
-	r.current = crashManifestOf(t, r.src)
+	r.current = treetest.Of(t, r.src)
 	return r
 }
 
@@ -106,7 +105,7 @@ func (r *crashRepo) change(t *testing.T) {
 	t.Helper()
 	r.gen++
 	crashSource(t, r.src, r.gen, r.sizes)
-	r.current = crashManifestOf(t, r.src)
+	r.current = treetest.Of(t, r.src)
 }
 
 // crashRun is one subprocess run.
@@ -266,7 +265,7 @@ func (r *crashRepo) restore(t *testing.T, id, what string) {
 		t.Errorf("%s: restore %s failed:\n%s", what, id[:8], res)
 		return
 	}
-	if d := want.diff(crashManifestOf(t, filepath.Join(target, r.src))); len(d) > 0 {
+	if d := want.Diff(treetest.Of(t, filepath.Join(target, r.src))); len(d) > 0 {
 		t.Errorf("%s: snapshot %s restores differently from the source it captured:\n  %s", what, id[:8], strings.Join(d, "\n  "))
 	}
 	_ = os.RemoveAll(target)
@@ -666,75 +665,6 @@ func crashNamesAny(s string, ids map[string]bool) bool {
 		}
 	}
 	return false
-}
-
-// crashManifest describes a tree for a byte-exact comparison: for every entry
-// below the root, its type, permission bits and content hash (files) or
-// target (symlinks).
-type crashManifest map[string]string
-
-func crashManifestOf(t *testing.T, root string) crashManifest {
-	t.Helper()
-	m := crashManifest{}
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		if rel == "." {
-			return nil
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		switch {
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.Sum256(b)
-			m[rel] = fmt.Sprintf("file %v %d %s", fi.Mode().Perm(), len(b), hex.EncodeToString(h[:8]))
-		case fi.IsDir():
-			m[rel] = fmt.Sprintf("dir %v", fi.Mode().Perm())
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			m[rel] = "symlink " + target
-		default:
-			m[rel] = "other " + fi.Mode().Type().String()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("scan %s: %v", root, err)
-	}
-	return m
-}
-
-// diff lists the differences between want (m) and got, at most a few.
-func (m crashManifest) diff(got crashManifest) []string {
-	var out []string
-	for k, w := range m {
-		if g, ok := got[k]; !ok {
-			out = append(out, fmt.Sprintf("%s: missing (want %s)", k, w))
-		} else if g != w {
-			out = append(out, fmt.Sprintf("%s: %s, want %s", k, g, w))
-		}
-	}
-	for k, g := range got {
-		if _, ok := m[k]; !ok {
-			out = append(out, fmt.Sprintf("%s: unexpected %s", k, g))
-		}
-	}
-	sort.Strings(out)
-	if len(out) > 8 {
-		out = append(out[:8], fmt.Sprintf("… and %d more", len(out)-8))
-	}
-	return out
 }
 
 // crashRandom returns n pseudo-random bytes, the same for the same seed.
