@@ -19,6 +19,7 @@ import (
 	"coffer/chunk"
 	"coffer/engine"
 	"coffer/engine/fsmeta"
+	"coffer/engine/source"
 	"coffer/engine/tree"
 )
 
@@ -65,7 +66,7 @@ func (cl *Client) Backup(ctx context.Context, paths []string, o BackupOptions) (
 			return nil, fmt.Errorf("%w: exclude pattern %q: %v", engine.ErrInvalid, pat, err)
 		}
 	}
-	abs = dropNested(abs)
+	abs = source.DropNested(abs)
 	return cl.backup(ctx, abs, o, func(w *walker) (tree.Node, error) { return w.walkRoot(abs) })
 }
 
@@ -285,30 +286,11 @@ func (w *walker) loadTree(id tree.ID) *tree.Tree {
 	return t
 }
 
-// vdir is a folder on the way from "/" to the backed-up paths.
-type vdir struct {
-	children map[string]*vdir
-	target   bool
-}
-
 // walkRoot returns the root folder's node; its Subtree is the snapshot's
 // tree. Backed-up paths keep their absolute location, as in a local backup.
 func (w *walker) walkRoot(paths []string) (tree.Node, error) {
-	root := &vdir{children: map[string]*vdir{}}
-	for _, p := range paths {
-		v := root
-		for _, c := range strings.Split(strings.Trim(p, "/"), "/") {
-			if c == "" {
-				continue
-			}
-			if v.children[c] == nil {
-				v.children[c] = &vdir{children: map[string]*vdir{}}
-			}
-			v = v.children[c]
-		}
-		v.target = true
-	}
-	if root.target {
+	root := source.Roots(paths)
+	if root.Target {
 		n, _, err := fsmeta.Stat("/")
 		if err != nil {
 			return tree.Node{}, fmt.Errorf("stat /: %w", err)
@@ -318,7 +300,7 @@ func (w *walker) walkRoot(paths []string) (tree.Node, error) {
 	return w.walkVirtual(root, "/", "", w.parentRoot)
 }
 
-func (w *walker) walkVirtual(v *vdir, abs, rel string, own *tree.Tree) (tree.Node, error) {
+func (w *walker) walkVirtual(v *source.Dir, abs, rel string, own *tree.Tree) (tree.Node, error) {
 	n, _, err := fsmeta.Stat(abs)
 	if err != nil {
 		return tree.Node{}, fmt.Errorf("stat %s: %w", abs, err)
@@ -331,20 +313,15 @@ func (w *walker) walkVirtual(v *vdir, abs, rel string, own *tree.Tree) (tree.Nod
 		n = tree.Node{Type: tree.Dir, Mode: uint32(fi.Mode().Perm()), UID: n.UID, GID: n.GID, User: n.User, Group: n.Group, MTime: fi.ModTime().UnixNano(), CTime: n.CTime}
 	}
 	n.Name = filepath.Base(abs)
-	names := make([]string, 0, len(v.children))
-	for name := range v.children {
-		names = append(names, name)
-	}
-	sort.Strings(names)
 	var nodes []tree.Node
-	for _, name := range names {
-		cabs, crel := filepath.Join(abs, name), joinRel(rel, name)
+	for _, name := range v.Names() {
+		cabs, crel := filepath.Join(abs, name), source.JoinRel(rel, name)
 		var c tree.Node
 		var skip bool
-		if v.children[name].target {
+		if v.Children[name].Target {
 			c, skip, err = w.walkPath(cabs, crel, own)
 		} else {
-			c, err = w.walkVirtual(v.children[name], cabs, crel, w.subtree(own, name))
+			c, err = w.walkVirtual(v.Children[name], cabs, crel, w.subtree(own, name))
 		}
 		if err != nil {
 			return tree.Node{}, err
@@ -356,13 +333,6 @@ func (w *walker) walkVirtual(v *vdir, abs, rel string, own *tree.Tree) (tree.Nod
 	return w.finishDir(n, nodes)
 }
 
-func joinRel(rel, name string) string {
-	if rel == "" {
-		return name
-	}
-	return rel + "/" + name
-}
-
 func (w *walker) subtree(parent *tree.Tree, name string) *tree.Tree {
 	if parent == nil {
 		return nil
@@ -372,20 +342,6 @@ func (w *walker) subtree(parent *tree.Tree, name string) *tree.Tree {
 		return nil
 	}
 	return w.loadTree(n.Subtree)
-}
-
-func (w *walker) excluded(abs string) bool {
-	base := filepath.Base(abs)
-	for _, pat := range w.o.Excludes {
-		if strings.Contains(pat, "/") {
-			if ok, _ := filepath.Match(pat, abs); ok {
-				return true
-			}
-		} else if ok, _ := filepath.Match(pat, base); ok {
-			return true
-		}
-	}
-	return false
 }
 
 func (w *walker) warn(path string, err error) {
@@ -431,7 +387,7 @@ func (w *walker) walkPath(abs, rel string, parent *tree.Tree) (tree.Node, bool, 
 			}
 			w.hardlinks[key] = rel
 		}
-		if w.unchanged(&n, prev) {
+		if source.Unchanged(&n, prev, w.parentStart) {
 			n.Content = prev.Content
 			w.files++
 			w.unchangedN++
@@ -463,15 +419,6 @@ func (w *walker) walkPath(abs, rel string, parent *tree.Tree) (tree.Node, bool, 
 	}
 }
 
-// unchanged is the local backup's rule: same size, mtime, ctime and inode,
-// and an mtime older than the start of the parent backup.
-func (w *walker) unchanged(n, prev *tree.Node) bool {
-	if prev == nil || prev.Type != tree.File || w.parentStart == 0 {
-		return false
-	}
-	return prev.Size == n.Size && prev.MTime == n.MTime && prev.CTime == n.CTime && prev.Inode == n.Inode && n.MTime < w.parentStart
-}
-
 func (w *walker) walkDir(abs, rel string, n tree.Node, parentTree *tree.Tree) (tree.Node, error) {
 	d, err := os.Open(abs)
 	var names []string
@@ -486,10 +433,10 @@ func (w *walker) walkDir(abs, rel string, n tree.Node, parentTree *tree.Tree) (t
 	var nodes []tree.Node
 	for _, name := range names {
 		p := filepath.Join(abs, name)
-		if w.excluded(p) {
+		if source.Excluded(w.o.Excludes, p) {
 			continue
 		}
-		c, skip, err := w.walkPath(p, joinRel(rel, name), parentTree)
+		c, skip, err := w.walkPath(p, source.JoinRel(rel, name), parentTree)
 		if err != nil {
 			return tree.Node{}, err
 		}
@@ -555,25 +502,11 @@ func (w *walker) readFile(n *tree.Node, path string, r io.Reader) error {
 		}
 	}
 	n.Content, n.Size = ids, size
-	n.Holes = clipHoles(n.Holes, size)
+	n.Holes = source.ClipHoles(n.Holes, size)
 	w.files++
 	w.bytes += int64(size)
 	w.o.Progress.Files.Add(1)
 	return nil
-}
-
-func clipHoles(h []tree.Extent, size uint64) []tree.Extent {
-	var out []tree.Extent
-	for _, e := range h {
-		if e.Off >= size {
-			break
-		}
-		if e.Off+e.Len > size {
-			e.Len = size - e.Off
-		}
-		out = append(out, e)
-	}
-	return out
 }
 
 // add queues a copy of a blob, unless the server already has it, and
@@ -710,20 +643,4 @@ func (w *walker) commit(desc *engine.Snapshot) (*engine.Snapshot, error) {
 		return nil, err
 	}
 	return r.Snapshot, nil
-}
-
-// dropNested removes paths inside other paths of the list, and duplicates.
-func dropNested(paths []string) []string {
-	sort.Strings(paths)
-	var out []string
-	for _, p := range paths {
-		if len(out) > 0 {
-			last := out[len(out)-1]
-			if p == last || strings.HasPrefix(p, strings.TrimSuffix(last, "/")+"/") {
-				continue
-			}
-		}
-		out = append(out, p)
-	}
-	return out
 }
