@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"coffer/engine"
@@ -192,5 +194,57 @@ func TestAdminPanic(t *testing.T) {
 	}
 	if _, err := e.Tenants(context.Background()); err != nil {
 		t.Fatalf("engine after the panic: %v", err)
+	}
+}
+
+// TestAdminSocketConcurrent: operator commands through the admin socket run
+// at the same time as remote backups and each other, on one engine, and
+// nothing fails: scrub and check find no damage while backups write.
+func TestAdminSocketConcurrent(t *testing.T) {
+	r := newTestRepo(t, "alice")
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "create", "bob")
+	keys := t.TempDir()
+	var ids []string
+	for _, tn := range []string{"alice", "bob"} {
+		id := filepath.Join(keys, tn)
+		mustCoffer(t, nil, "keygen", "--out", id)
+		mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "add", tn, id+".pub", "--role", "backup")
+		ids = append(ids, id)
+	}
+	srcs := make([]string, 2)
+	for i := range srcs {
+		srcs[i] = filepath.Join(t.TempDir(), "src")
+		for j := 0; j < 4; j++ {
+			writeFile(t, filepath.Join(srcs[i], fmt.Sprintf("f%d", j)), bytes.Repeat([]byte(fmt.Sprintf("%d-%d ", i, j)), 300000))
+		}
+	}
+	addr, fp, _, _ := startServeStop(t, r.dir)
+	var wg sync.WaitGroup
+	fails := make(chan string, 64)
+	for round := 0; round < 3; round++ {
+		for i, id := range ids {
+			wg.Go(func() {
+				res := coffer(t, nil, "--remote", addr, "--identity", id, "--server-fingerprint", fp, "backup", "--host", "h", srcs[i])
+				if res.code != exitOK {
+					fails <- res.String()
+				}
+			})
+		}
+		for _, a := range [][]string{{"scrub"}, {"check"}, {"tenant", "list"}, {"--tenant", "alice", "snapshots"}, {"drive", "list"}, {"audit", "--verify"}} {
+			wg.Go(func() {
+				res := coffer(t, nil, append([]string{"--repo", r.dir}, a...)...)
+				if res.code != exitOK {
+					fails <- res.String()
+				}
+			})
+		}
+		wg.Wait()
+	}
+	close(fails)
+	for f := range fails {
+		t.Error(f)
+	}
+	if res := coffer(t, nil, "--repo", r.dir, "check", "--read-data"); res.code != exitOK {
+		t.Fatalf("check after the concurrent run: %s", res)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -85,7 +86,7 @@ func runServe(ctx context.Context, g *globals, e *engine.Engine, ln net.Listener
 	if created {
 		fmt.Fprintf(g.stdout, "made a new server key in %s/%s\n", e.Dir(), remote.ServerKeyName)
 	}
-	fmt.Fprintf(g.stdout, "server fingerprint: %s\nlistening on %s\n", srv.Fingerprint(), ln.Addr())
+	fmt.Fprintf(g.stdout, "server fingerprint: %s\nlistening on %s\nadmin socket: %s\n", srv.Fingerprint(), ln.Addr(), filepath.Join(e.Dir(), adminSocketName))
 	err = srv.Serve(ctx, ln)
 	logger.Info("server.stop")
 	if err != nil {
