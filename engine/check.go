@@ -1,14 +1,15 @@
 package engine
 
 import (
-	"slices"
-
-	"coffer/chunk"
+	"bytes"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 
+	"coffer/chunk"
 	"coffer/engine/tree"
 	"coffer/index"
 	"coffer/repo"
@@ -54,6 +55,7 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 		return nil, err
 	}
 	known := map[string]bool{}
+	keys := map[string]registeredKey{} // lookup entry name → the key it should point at
 	for _, te := range entries {
 		rep.Tenants++
 		known[hex.EncodeToString(te.rec.ID[:])] = true
@@ -62,9 +64,20 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 			rep.Problems = append(rep.Problems, fmt.Sprintf("tenant %x: %v", te.rec.ID[:4], err))
 			continue
 		}
+		set, _, err := e.readClientKeys(te, t.keys)
+		if err != nil {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("tenant %s: %v", t.ID()[:8], err))
+		} else {
+			for _, k := range set.Keys {
+				keys[clientKeyLookupMeta(k.Key)] = registeredKey{tenant: te.rec.ID, fp: KeyFingerprint(k.Key)}
+			}
+		}
 		if err := t.check(ctx, o, rep, prog); err != nil {
 			return rep, err
 		}
+	}
+	if err := e.checkKeyLookups(keys, rep); err != nil {
+		return rep, err
 	}
 	err = e.rp().ListShards(ctx, func(d repo.DriveID, container string, id repo.PackID, i int, size int64) error {
 		if !known[container] {
@@ -87,6 +100,38 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 		return rep, fmt.Errorf("%w: %d problems", ErrCheckFailed, len(rep.Problems))
 	}
 	return rep, nil
+}
+
+// registeredKey is a client key as its tenant's sealed key set holds it.
+type registeredKey struct {
+	tenant [16]byte
+	fp     string
+}
+
+// checkKeyLookups compares the index's client-key lookup entries (ck/) with
+// the tenants' sealed key sets. A key without its entry cannot log in: a
+// problem (index rebuild restores the entry). An entry without its key is a
+// note: authentication opens the sealed set, so it admits nobody.
+func (e *Engine) checkKeyLookups(keys map[string]registeredKey, rep *CheckReport) error {
+	err := e.db.MetaPrefix("ck/", func(name string, owner []byte) error {
+		k, ok := keys[name]
+		if !ok || !bytes.Equal(owner, k.tenant[:]) {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("client key lookup entry %s names no key of a live tenant (harmless: authentication checks the sealed key set)", name[3:][:min(16, len(name)-3)]))
+			return nil
+		}
+		delete(keys, name)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, k := range keys {
+		missing = append(missing, fmt.Sprintf("tenant %x: client key %s has no lookup entry, so it cannot log in (coffer index rebuild restores it)", k.tenant[:4], k.fp))
+	}
+	sort.Strings(missing)
+	rep.Problems = append(rep.Problems, missing...)
+	return nil
 }
 
 func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, prog *Progress) error {

@@ -116,3 +116,39 @@ func TestKeyFingerprintRemote(t *testing.T) {
 		t.Fatalf("fingerprint %q", fp)
 	}
 }
+
+// TestCheckClientKeyLookups: check finds a registered key whose lookup
+// entry is gone (it could not log in) and notes a lookup entry that names
+// no key (harmless).
+func TestCheckClientKeyLookups(t *testing.T) {
+	ctx := context.Background()
+	e := itOpen(t, itInit(t, InitOptions{}))
+	itTenant(t, e, "alice")
+	pa := newTestPub(t)
+	ka, err := e.AddClientKey(ctx, "alice", pa, "", []string{"backup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := e.Check(ctx, CheckOptions{})
+	if err != nil || len(rep.Notes) != 0 {
+		t.Fatalf("clean repository: %v %+v", err, rep)
+	}
+	owner, err := e.db.Meta(clientKeyLookupMeta(pa))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.db.NewBatch()
+	b.DeleteMeta(clientKeyLookupMeta(pa))
+	b.PutMeta(clientKeyLookupMeta(newTestPub(t)), owner)
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	rep, err = e.Check(ctx, CheckOptions{})
+	if !errors.Is(err, ErrCheckFailed) || len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], ka.Fingerprint) {
+		t.Fatalf("missing lookup entry: %v %q", err, rep.Problems)
+	}
+	if len(rep.Notes) != 1 || !strings.Contains(rep.Notes[0], "lookup entry") {
+		t.Fatalf("stale lookup entry: %q", rep.Notes)
+	}
+}

@@ -458,6 +458,30 @@ func (db *DB) Meta(name string) ([]byte, error) {
 	return v, nil
 }
 
+// MetaPrefix calls fn for every metadata entry whose name starts with
+// prefix (not empty), in name order, under the iteration contract above.
+func (db *DB) MetaPrefix(prefix string, fn func(name string, v []byte) error) error {
+	lower, err := metaKey(prefix)
+	if err != nil {
+		return err
+	}
+	upper := append([]byte{}, lower...)
+	for i := len(upper) - 1; ; i-- {
+		if i == 0 {
+			upper = []byte{kindMeta + 1} // the prefix is all 0xff bytes
+			break
+		}
+		if upper[i] != 0xff {
+			upper[i]++
+			upper = upper[:i+1]
+			break
+		}
+	}
+	return db.scan(lower, upper, func(k, v []byte) error {
+		return fn(string(k[1:]), append([]byte{}, v...))
+	})
+}
+
 // Raw calls fn for every key and value in the database, in key order. It is
 // meant for tests and the logical dump; key and value are fresh copies.
 func (db *DB) Raw(fn func(key, value []byte) error) error {

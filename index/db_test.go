@@ -613,3 +613,40 @@ func TestConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+// TestMetaPrefix: only the entries under the prefix, in name order, and a
+// prefix of 0xff bytes reaches the end of the metadata.
+func TestMetaPrefix(t *testing.T) {
+	db := openTest(t)
+	commit(t, db, func(b *Batch) {
+		for _, n := range []string{"ck/b", "ck/a", "ck", "ckt/a", "cj/z", "ck0", "\xff\xffz"} {
+			b.PutMeta(n, []byte("v"+n))
+		}
+		b.PutAudit(1, []byte("after meta in key order? no: audit"))
+	})
+	list := func(prefix string) []string {
+		var got []string
+		if err := db.MetaPrefix(prefix, func(name string, v []byte) error {
+			if string(v) != "v"+name {
+				t.Errorf("%q = %q", name, v)
+			}
+			got = append(got, name)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := list("ck/"); !slices.Equal(got, []string{"ck/a", "ck/b"}) {
+		t.Errorf("ck/: %q", got)
+	}
+	if got := list("ck"); !slices.Equal(got, []string{"ck", "ck/a", "ck/b", "ck0", "ckt/a"}) {
+		t.Errorf("ck: %q", got)
+	}
+	if got := list("\xff\xff"); !slices.Equal(got, []string{"\xff\xffz"}) {
+		t.Errorf("0xff prefix: %q", got)
+	}
+	if err := db.MetaPrefix("", func(string, []byte) error { return nil }); err == nil {
+		t.Error("empty prefix accepted")
+	}
+}
