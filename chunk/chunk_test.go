@@ -5,10 +5,13 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"testing"
+	"testing/iotest"
 
+	"github.com/restic/chunker"
 	"golang.org/x/crypto/hkdf"
 )
 
@@ -185,5 +188,109 @@ func BenchmarkIDHMAC(b *testing.B) {
 		m := hmac.New(sha256.New, key)
 		m.Write(data)
 		m.Sum(nil)
+	}
+}
+
+// shortReader returns at most a pseudo-random number of bytes per Read.
+type shortReader struct {
+	r   io.Reader
+	rng *rand.Rand
+}
+
+func (s *shortReader) Read(p []byte) (int, error) {
+	if len(p) > 1 {
+		p = p[:1+s.rng.Intn(min(len(p), 300000))]
+	}
+	return s.r.Read(p)
+}
+
+// The chunker cuts exactly where github.com/restic/chunker v0.4 cuts (the
+// boundaries are part of every stored snapshot's deduplication), for random
+// and low-entropy data, several polynomials and lengths around the bounds,
+// through Next and through NextTo with a growing buffer, on streams read
+// whole or in short pieces.
+func TestSameCutsAsRestic(t *testing.T) {
+	zeros := make([]byte, 20<<20)
+	pattern := bytes.Repeat(randBytes(4096, 7), 5<<10)                                                             // 20 MiB of one 4 KiB block
+	mixed := append(append(append([]byte(nil), randBytes(3<<20, 8)...), zeros[:9<<20]...), randBytes(5<<20, 9)...) // random, zeros, random
+	inputs := map[string][]byte{
+		"empty": nil, "one": {42}, "min-1": randBytes(MinSize-1, 10), "min": randBytes(MinSize, 11),
+		"min+1": randBytes(MinSize+1, 12), "max": randBytes(MaxSize, 13), "max+1": randBytes(MaxSize+1, 14),
+		"random-40M": randBytes(40<<20, 15), "zeros": zeros, "pattern": pattern, "mixed": mixed,
+	}
+	for _, seed := range []byte{1, 2, 3} {
+		pol := testPol(t, seed)
+		for name, data := range inputs {
+			want := resticChunks(t, data, pol)
+			got := chunks(t, data, pol)
+			compareChunks(t, fmt.Sprintf("pol %d %s Next", seed, name), got, want)
+
+			c := New(&shortReader{bytes.NewReader(data), rand.New(rand.NewSource(int64(seed)))}, pol)
+			var grown [][]byte
+			for {
+				grows := 0
+				ch, err := c.NextTo(make([]byte, 0, 1000), func(b []byte, n int) []byte {
+					grows++
+					nb := make([]byte, len(b), 2*cap(b)+n)
+					copy(nb, b)
+					return nb
+				})
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(ch) > 1000 && grows == 0 {
+					t.Fatalf("pol %d %s: a chunk of %d bytes without a call to grow", seed, name, len(ch))
+				}
+				grown = append(grown, append([]byte(nil), ch...))
+			}
+			compareChunks(t, fmt.Sprintf("pol %d %s NextTo", seed, name), grown, want)
+		}
+	}
+}
+
+func resticChunks(t *testing.T, data []byte, pol Pol) [][]byte {
+	t.Helper()
+	c := chunker.NewWithBoundaries(bytes.NewReader(data), pol, MinSize, MaxSize)
+	buf := make([]byte, MaxSize)
+	var out [][]byte
+	for {
+		ch, err := c.Next(buf)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, append([]byte(nil), ch.Data...))
+	}
+}
+
+func compareChunks(t *testing.T, what string, got, want [][]byte) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d chunks, restic cuts %d", what, len(got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("%s: chunk %d: %d bytes, restic's has %d (or other bytes)", what, i, len(got[i]), len(want[i]))
+		}
+	}
+}
+
+func TestReadErrorReturned(t *testing.T) {
+	boom := errors.New("boom")
+	c := New(io.MultiReader(bytes.NewReader(randBytes(3<<20, 16)), iotest.ErrReader(boom)), testPol(t, 1))
+	buf := make([]byte, MaxSize)
+	for {
+		_, err := c.Next(buf)
+		if errors.Is(err, boom) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("got %v, want the reader's error", err)
+		}
 	}
 }
