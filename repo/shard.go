@@ -307,6 +307,56 @@ func EncodeInPlace(k, m int, data []byte) (*Encoded, error) {
 	return encodeBuf(enc, k, m, int64(len(data)), s, buf)
 }
 
+// EncodeWithParity is EncodeInPlace with the parity shards in a separate
+// buffer: the k data shards are laid out in data's own backing array (its
+// capacity must reach DataShardsCap, for the zero padding of the last
+// shard), the m parity shards in parity, which is grown (reallocated) if it
+// is shorter than m shards. So a pack that is being filled needs no room for
+// its parity, and one parity buffer serves every pack written in turn. The
+// result aliases data and parity, which the caller must leave untouched
+// until it is done with the Encoded; it returns parity, grown or not, for
+// reuse. With too small a capacity of data it is Encode.
+func EncodeWithParity(k, m int, data, parity []byte) (*Encoded, []byte, error) {
+	if err := checkKM(k, m); err != nil {
+		return nil, parity, err
+	}
+	if len(data) == 0 {
+		return nil, parity, ErrEmptyPack
+	}
+	if len(data) > MaxPackSize {
+		return nil, parity, fmt.Errorf("repo: pack of %d bytes is larger than %d", len(data), MaxPackSize)
+	}
+	s := ceilDiv(int64(len(data)), int64(k))
+	if int64(cap(data)) < int64(k)*s {
+		enc, err := Encode(k, m, data)
+		return enc, parity, err
+	}
+	enc, err := encoderFor(k, m)
+	if err != nil {
+		return nil, parity, err
+	}
+	if int64(cap(parity)) < int64(m)*s {
+		parity = make([]byte, int64(m)*s)
+	}
+	buf := data[:int64(k)*s]
+	clear(buf[len(data):]) // padding
+	shards := make([][]byte, k+m)
+	for i := range k {
+		shards[i] = buf[int64(i)*s : int64(i+1)*s : int64(i+1)*s]
+	}
+	for j := range m {
+		shards[k+j] = parity[int64(j)*s : int64(j+1)*s : int64(j+1)*s]
+	}
+	e, err := encodeShards(enc, k, m, int64(len(data)), s, shards)
+	return e, parity, err
+}
+
+// DataShardsCap is the capacity a pack buffer of up to n bytes needs for
+// EncodeWithParity: n rounded up to a multiple of k.
+func DataShardsCap(k, n int) int {
+	return k * int(ceilDiv(int64(n), int64(k)))
+}
+
 // EncodedCap is the capacity a pack buffer of up to n bytes needs for
 // EncodeInPlace.
 func EncodedCap(k, m, n int) int {
@@ -318,6 +368,12 @@ func encodeBuf(enc reedsolomon.Encoder, k, m int, dataLen, s int64, buf []byte) 
 	for i := range shards {
 		shards[i] = buf[int64(i)*s : int64(i+1)*s : int64(i+1)*s]
 	}
+	return encodeShards(enc, k, m, dataLen, s, shards)
+}
+
+// encodeShards computes the parity of k data shards into the m shards after
+// them, each of s bytes, and hashes all of them.
+func encodeShards(enc reedsolomon.Encoder, k, m int, dataLen, s int64, shards [][]byte) (*Encoded, error) {
 	if err := enc.Encode(shards); err != nil {
 		return nil, fmt.Errorf("repo: encode pack: %w", err)
 	}

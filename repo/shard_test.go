@@ -317,3 +317,51 @@ func TestDocExamples(t *testing.T) {
 		}
 	})
 }
+
+// EncodeInPlace and EncodeWithParity give the same shards and hashes as
+// Encode, for several pack lengths (padding or none), and leave the data.
+func TestEncodeInPlaceAndWithParity(t *testing.T) {
+	const k, m = 4, 2
+	var parity []byte
+	for _, n := range []int{1, 3, 4, 5, 1000, 64<<10 + 3, 1 << 20} {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(i*7 + n)
+		}
+		want, err := repo.Encode(k, m, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inPlace := make([]byte, n, repo.EncodedCap(k, m, n))
+		copy(inPlace, data)
+		got1, err := repo.EncodeInPlace(k, m, inPlace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sep := make([]byte, n, repo.DataShardsCap(k, n))
+		copy(sep, data)
+		got2, p2, err := repo.EncodeWithParity(k, m, sep, parity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parity = p2                                 // reused (and grown) across lengths
+		small := append([]byte(nil), data...)[:n:n] // no room for padding: falls back to Encode
+		got3, _, err := repo.EncodeWithParity(k, m, small, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, got := range map[string]*repo.Encoded{"in place": got1, "with parity": got2, "fallback": got3} {
+			if got.DataLen != want.DataLen || got.ShardLen != want.ShardLen || len(got.Shards) != k+m {
+				t.Fatalf("n=%d %s: lengths %d/%d/%d, want %d/%d/%d", n, name, got.DataLen, got.ShardLen, len(got.Shards), want.DataLen, want.ShardLen, k+m)
+			}
+			for i := range want.Shards {
+				if !bytes.Equal(got.Shards[i], want.Shards[i]) || got.Hashes[i] != want.Hashes[i] {
+					t.Fatalf("n=%d %s: shard %d differs", n, name, i)
+				}
+			}
+		}
+		if !bytes.Equal(sep[:n], data) || !bytes.Equal(inPlace[:n], data) {
+			t.Fatalf("n=%d: pack data changed", n)
+		}
+	}
+}
