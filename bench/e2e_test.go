@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -41,12 +42,43 @@ func makeTree(b *testing.B, dir string, size int) int64 {
 	return total
 }
 
+// treeSize is the number of bytes in the regular files below dir.
+func treeSize(b *testing.B, dir string) int64 {
+	b.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += fi.Size()
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// setup makes the source tree (COFFER_BENCH_DATA if set, else 64 MiB made by
+// makeTree) and a repository in a temporary folder (under $TMPDIR).
 func setup(b *testing.B) (src string, size int64, open func() (*engine.Engine, *engine.Tenant)) {
 	b.Helper()
 	ctx := context.Background()
 	root := b.TempDir()
-	src = filepath.Join(root, "src")
-	size = makeTree(b, src, 64<<20)
+	if src = os.Getenv("COFFER_BENCH_DATA"); src != "" {
+		// The shared data set (../shared/bench/mkdata.py), read where it is:
+		// on tmpfs or in the page cache the backup is not held by a disk.
+		size = treeSize(b, src)
+	} else {
+		src = filepath.Join(root, "src")
+		size = makeTree(b, src, 64<<20)
+	}
 	repo := filepath.Join(root, "repo")
 	if _, err := engine.Init(ctx, repo, engine.InitOptions{}); err != nil {
 		b.Fatal(err)
@@ -70,8 +102,8 @@ func setup(b *testing.B) (src string, size int64, open func() (*engine.Engine, *
 	return src, size, open
 }
 
-// BenchmarkBackup is a first backup of 64 MiB of mixed data into a fresh
-// tenant each iteration (so nothing deduplicates against earlier runs).
+// BenchmarkBackup is a first backup of 64 MiB of mixed data (or of
+// $COFFER_BENCH_DATA) into a fresh tenant each iteration (so nothing deduplicates against earlier runs).
 func BenchmarkBackup(b *testing.B) {
 	src, size, open := setup(b)
 	e, _ := open()

@@ -100,6 +100,8 @@ type backup struct {
 	pendingMu sync.Mutex
 	pending   map[[32]byte]struct{} // blobs claimed by this backup and not yet indexed
 
+	chunkBufs chunkPool // new chunks on their way from file to seal workers
+
 	hardlinks map[devIno]string // walker only
 
 	warnMu   sync.Mutex
@@ -189,7 +191,7 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	workers := runtime.GOMAXPROCS(0)
 	b := &backup{
 		t: t, ctx: ctx, cancel: cancel, opts: o, prog: o.Progress,
-		data:      packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M, slots: make(chan struct{}, 2), done: ctx.Done()},
+		data:      packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M, parityApart: true, slots: make(chan struct{}, 2), done: ctx.Done()},
 		trees:     packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M, grow: true},
 		fileCh:    make(chan fileJob, 4*workers),
 		sealCh:    make(chan sealJob, 2*workers),
@@ -197,6 +199,7 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 		dirCh:     make(chan dirTask, 256),
 		pending:   map[[32]byte]struct{}{},
 		hardlinks: map[devIno]string{},
+		chunkBufs: chunkPool{max: 4 * workers}, // file workers + sealCh + seal workers
 	}
 	if b.prog == nil {
 		b.prog = &Progress{}
@@ -224,7 +227,10 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 
 	// Stage goroutines. Worker counts: file and seal workers are CPU-bound
 	// (chunking, hashing, compressing, sealing), one per core each, so a
-	// stage waiting on I/O leaves the other stage the cores.
+	// stage waiting on I/O leaves the other stage the cores. (On a cold page
+	// cache the file workers wait for the disk too; the walker's prefetch
+	// covers that better than more file workers, which hold more chunk
+	// buffers: docs/benchmarks.md, profile 6, L.)
 	var fileWG, sealWG, flushWG, dirWG sync.WaitGroup
 	for i := 0; i < workers; i++ {
 		fileWG.Add(1)
@@ -514,6 +520,7 @@ func (b *backup) walkPath(abs, rel string, parent *tree.Tree) *future {
 			return readyFuture(n)
 		}
 		f := &future{done: make(chan struct{}), node: n}
+		prefetch(abs, n.Size)
 		select {
 		case b.fileCh <- fileJob{path: abs, f: f}:
 		case <-b.ctx.Done():
@@ -544,6 +551,26 @@ func (b *backup) walkDir(abs, rel string, n tree.Node, parentTree *tree.Tree) *f
 	}
 	b.sendDir(dirTask{f: f, children: children})
 	return f
+}
+
+// prefetch asks the kernel to start reading (the first chunk.MaxSize bytes
+// of) a file queued for the file workers, so that reads from a cold page
+// cache overlap: the walker runs up to len(fileCh) files ahead of the
+// workers, and each read then finds its data on the way or there. Errors
+// are left for the file worker to meet.
+func prefetch(path string, size uint64) {
+	if size == 0 {
+		return
+	}
+	// O_NONBLOCK: should the file have become a FIFO since its stat, the
+	// open must not wait for a writer. (No O_NOATIME needed: readahead does
+	// not touch the access time, reads do.)
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	_ = unix.Fadvise(fd, 0, int64(min(size, chunk.MaxSize)), unix.FADV_WILLNEED)
+	unix.Close(fd)
 }
 
 // readDirNames returns the names in a folder, sorted bytewise.
@@ -577,14 +604,15 @@ func (b *backup) unchanged(n, prev *tree.Node) bool {
 	return true
 }
 
-// reader is one file worker's reusable chunker and chunk buffer: allocating
-// them per file would zero 8 MiB for every small file.
+// reader is one file worker's reusable chunker (allocating one per file
+// would cost its read buffer for every small file). Chunks are cut straight
+// into buffers of the backup's chunkPool, so a new chunk goes on to be
+// sealed without a copy and no file worker holds a buffer of chunk.MaxSize.
 type reader struct {
-	c   *chunk.Chunker
-	buf []byte
+	c *chunk.Chunker
 }
 
-func newReader() *reader { return &reader{buf: make([]byte, chunk.MaxSize)} }
+func newReader() *reader { return &reader{} }
 
 func (b *backup) fileWorker() {
 	rd := newReader()
@@ -612,8 +640,8 @@ func (b *backup) backupFile(rd *reader, job fileJob) {
 	b.readFile(rd, job.f, job.path, fd)
 }
 
-// readFile chunks r into f.node's content, with rd's chunker and buffer.
-// path names r in warnings.
+// readFile chunks r into f.node's content, with rd's chunker. path names r
+// in warnings.
 func (b *backup) readFile(rd *reader, f *future, path string, r io.Reader) {
 	if rd.c == nil {
 		rd.c = chunk.New(r, b.t.keys.pol)
@@ -621,10 +649,33 @@ func (b *backup) readFile(rd *reader, f *future, path string, r io.Reader) {
 		rd.c.Reset(r, b.t.keys.pol)
 	}
 	c := rd.c
+	// Each chunk is cut into a pooled buffer of 1 MiB, moved to one of the
+	// next size class whenever it outgrows it (copying is cheap next to
+	// hashing and compressing; holding more than the chunk is not).
+	var cur *[]byte // the buffer the chunker fills
+	defer func() {
+		if cur != nil {
+			b.chunkBufs.put(cur)
+		}
+	}()
+	grow := func(old []byte, n int) []byte {
+		np := b.chunkBufs.get(len(old) + n)
+		if cap(*np) < len(old)+n {
+			*np = make([]byte, 0, len(old)+n)
+		}
+		*np = append(*np, old...)
+		*cur = old
+		b.chunkBufs.put(cur)
+		cur = np
+		return *np
+	}
 	var ids []tree.ID
 	var size uint64
 	for {
-		data, err := c.Next(rd.buf)
+		if cur == nil {
+			cur = b.chunkBufs.get(1 << 20)
+		}
+		data, err := c.NextTo((*cur)[:0], grow)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -633,6 +684,7 @@ func (b *backup) readFile(rd *reader, f *future, path string, r io.Reader) {
 			f.skip = true
 			return
 		}
+		*cur = data
 		id := b.t.keys.ids.Sum(data)
 		ids = append(ids, tree.ID(id))
 		size += uint64(len(data))
@@ -643,11 +695,8 @@ func (b *backup) readFile(rd *reader, f *future, path string, r io.Reader) {
 			return
 		}
 		if isNew {
-			// A copy into a buffer of the chunk's size class: chunks average
-			// 1 MiB, and holding the 8 MiB chunker buffer for every chunk in
-			// flight would multiply the backup's memory by eight.
-			p := getChunkBuf(len(data))
-			*p = append((*p)[:0], data...)
+			p := cur
+			cur = nil // the seal worker returns it to the pool
 			select {
 			case b.sealCh <- sealJob{typ: DataBlob, id: id, buf: p}:
 			case <-b.ctx.Done():
@@ -704,28 +753,35 @@ func (b *backup) claim(id [32]byte) (bool, error) {
 }
 
 func (b *backup) sealWorker() {
+	var comp []byte // this worker's compression output, reused
 	for job := range b.sealCh {
 		if b.ctx.Err() != nil {
-			putChunkBuf(job.buf)
+			b.chunkBufs.put(job.buf)
 			continue
 		}
-		b.store(job.typ, job.id, *job.buf)
-		putChunkBuf(job.buf)
+		b.store(job.typ, job.id, *job.buf, &comp)
+		b.chunkBufs.put(job.buf)
 	}
 }
 
-// store seals a claimed blob and adds it to its packer.
-func (b *backup) store(typ BlobType, id [32]byte, plain []byte) {
-	sealed, scratch := sealBlobScratch(b.t.sealKey(typ), b.t.id, typ, id, plain)
-	defer putScratch(scratch) // packer.add copies it
-	b.stats.blobs.Add(1)
-	b.stats.added.Add(int64(len(plain)))
-	b.stats.stored.Add(int64(len(sealed)))
+// store compresses a claimed blob into *comp (nil: a pooled scratch buffer)
+// and seals it into its packer.
+func (b *backup) store(typ BlobType, id [32]byte, plain []byte, comp *[]byte) {
+	c := comp
+	if c == nil {
+		c = getScratch()
+		defer putScratch(c)
+	}
+	*c = compressTo(sizeScratch(*c, len(plain)), plain)
 	p := &b.data
 	if typ == TreeBlob {
 		p = &b.trees
 	}
-	if full := p.add(typ, id, sealed, len(plain)); full != nil {
+	full, n := p.addSealed(typ, id, b.t.sealKey(typ), blobAD(b.t.id, typ, id), *c, len(plain))
+	b.stats.blobs.Add(1)
+	b.stats.added.Add(int64(len(plain)))
+	b.stats.stored.Add(int64(n))
+	if full != nil {
 		b.sendFlush(full)
 	}
 }
@@ -746,6 +802,10 @@ func (b *backup) reserve(pp *pendingPack) error {
 }
 
 func (b *backup) packWriter() {
+	// The parity shards of the pack being written, reused: room for those of
+	// a full pack from the start (a larger pack grows it).
+	k, m, size := b.data.k, b.data.m, b.data.size
+	parity := make([]byte, repo.EncodedCap(k, m, size)-repo.DataShardsCap(k, size))
 	for pp := range b.flushCh {
 		if b.ctx.Err() != nil {
 			continue
@@ -754,7 +814,9 @@ func (b *backup) packWriter() {
 			b.fail(err)
 			continue
 		}
-		p, err := b.t.writePack(b.ctx, pp)
+		// Backups leave every drive's reserve for prune, repair and shred (as writePack).
+		wo := repo.WriteOptions{ReservePercent: b.t.e.reservePercent()}
+		p, err := b.t.writePackParity(b.ctx, pp, wo, &parity)
 		if err != nil {
 			b.fail(err)
 			continue
@@ -801,7 +863,7 @@ func (b *backup) finisher() {
 				var isNew bool
 				isNew, err = b.claim(id)
 				if isNew {
-					b.store(TreeBlob, id, enc)
+					b.store(TreeBlob, id, enc, nil)
 				}
 				d.f.node.Subtree = tree.ID(id)
 			}
@@ -842,24 +904,68 @@ func (b *backup) scan(paths []string) {
 	b.prog.ScanDone.Store(true)
 }
 
-// Chunk buffers in flight between file and seal workers, pooled by size class
-// (1 MiB steps up to chunk.MaxSize), so memory follows the chunks' real sizes:
-// at most (file workers + len(sealCh) + seal workers) chunks are held.
-var chunkBufs [chunk.MaxSize>>20 + 1]sync.Pool
+// chunkPool holds the chunk buffers of one backup: the file workers cut
+// chunks into them and the seal workers return them once sealed. Buffers
+// come in 1 MiB size classes up to chunk.MaxSize, and a chunk starts in one
+// of 1 MiB and moves up a class when it outgrows it, so memory follows the
+// chunks' real sizes. At most (file workers + len(sealCh) + seal workers)
+// buffers are in use, and as many idle ones are kept (max), so in a steady
+// flow every chunk reuses buffers. A free list rather than a sync.Pool: a
+// seal worker returns a buffer on one P and a file worker wants it on the
+// other, and a sync.Pool's per-P private slot hides the buffer from the
+// other P, which then allocates anew.
+type chunkPool struct {
+	max  int
+	mu   sync.Mutex                       // guards free and idle
+	free [chunk.MaxSize>>20 + 1][]*[]byte // idle buffers by size class
+	idle int
+}
 
 func chunkClass(n int) int { return (n + 1<<20 - 1) >> 20 }
 
-func getChunkBuf(n int) *[]byte {
-	c := chunkClass(n)
-	if p, ok := chunkBufs[c].Get().(*[]byte); ok {
-		return p
+// get returns an empty buffer with room for n bytes: an idle one of n's
+// size class or the next, else a new one of n's class.
+func (cp *chunkPool) get(n int) *[]byte {
+	c := chunkClass(max(n, 1))
+	cp.mu.Lock()
+	for k := c; k <= c+1 && k < len(cp.free); k++ {
+		if l := len(cp.free[k]); l > 0 {
+			p := cp.free[k][l-1]
+			cp.free[k] = cp.free[k][:l-1]
+			cp.idle--
+			cp.mu.Unlock()
+			*p = (*p)[:0]
+			return p
+		}
 	}
+	if cp.idle > cp.max/2 {
+		// A miss while many buffers of other sizes sit idle: let one of the
+		// most common class go, so the idle set follows the sizes in use.
+		most := 0
+		for k := range cp.free {
+			if len(cp.free[k]) >= len(cp.free[most]) {
+				most = k
+			}
+		}
+		cp.free[most] = cp.free[most][:len(cp.free[most])-1]
+		cp.idle--
+	}
+	cp.mu.Unlock()
 	b := make([]byte, 0, c<<20)
 	return &b
 }
 
-func putChunkBuf(p *[]byte) {
-	if c := cap(*p); c>>20 < len(chunkBufs) && c&(1<<20-1) == 0 {
-		chunkBufs[c>>20].Put(p)
+// put takes a buffer back; one beyond max idle buffers, or not of a size
+// class, is left to the garbage collector.
+func (cp *chunkPool) put(p *[]byte) {
+	c := cap(*p) >> 20
+	if cap(*p)&(1<<20-1) != 0 || c == 0 || c >= len(cp.free) {
+		return
+	}
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	if cp.idle < cp.max {
+		cp.free[c] = append(cp.free[c], p)
+		cp.idle++
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 
+	"golang.org/x/crypto/chacha20poly1305"
+
 	"coffer/index"
 	"coffer/repo"
 )
@@ -14,7 +16,8 @@ import (
 type pendingPack struct {
 	data    []byte
 	blobs   []packBlob
-	release func() // frees the packer's buffer slot; nil if it has none
+	release func()  // frees the packer's buffer slot; nil if it has none
+	home    *packer // the packer with slots whose free list takes the buffer back; nil for packBuffers
 }
 
 // packer gathers sealed blobs of one tenant and one blob type into packs.
@@ -24,6 +27,10 @@ type packer struct {
 	size int
 	grow bool // allocate small and grow (tree packs), instead of a full pack buffer
 	k, m int  // the pack buffer has room for k+m shards
+	// parityApart: the pack buffer has room for the k data shards only;
+	// the pack writer keeps one parity buffer for every pack it writes
+	// (writePackParity), so the filling pack needs no room for parity.
+	parityApart bool
 	// slots, if set, bounds the pack buffers alive at once (one filling, the
 	// others being written): add waits for a written pack to be recycled, so
 	// a slow drive slows the backup instead of growing its memory. done
@@ -33,15 +40,26 @@ type packer struct {
 
 	mu  sync.Mutex // guards cur
 	cur pendingPack
+
+	// A packer with slots keeps its written pack buffers for reuse here
+	// (at most len(slots) of them exist): packBuffers, a sync.Pool, would
+	// often miss them, since a buffer the pack writer puts lands in its P's
+	// private slot, out of reach of a seal worker running on the other P,
+	// which then allocates another 24 MiB.
+	freeMu sync.Mutex // guards free; taken after mu (newBuffer) or alone (recycle)
+	free   [][]byte
 }
 
-// packBuffers recycles pack buffers (a pack is written, then its buffer is
-// reused); one of a different size is dropped.
+// packBuffers recycles the pack buffers of packers without slots (a pack is
+// written, then its buffer is reused); one of a different size is dropped.
 var packBuffers sync.Pool
 
 func (p *packer) newBuffer() []byte {
 	want := p.size
-	if p.k > 0 {
+	switch {
+	case p.k > 0 && p.parityApart:
+		want = repo.DataShardsCap(p.k, want) // room for the padding of the last data shard
+	case p.k > 0:
 		want = repo.EncodedCap(p.k, p.m, want) // room for the parity: encoded in place
 	}
 	if p.grow {
@@ -53,9 +71,20 @@ func (p *packer) newBuffer() []byte {
 			slots := p.slots
 			var once sync.Once
 			p.cur.release = func() { once.Do(func() { <-slots }) }
+			p.cur.home = p
 		case <-p.done:
 			return nil
 		}
+		p.freeMu.Lock()
+		defer p.freeMu.Unlock()
+		for n := len(p.free); n > 0; n = len(p.free) {
+			b := p.free[n-1]
+			p.free = p.free[:n-1]
+			if cap(b) == want {
+				return b[:0]
+			}
+		}
+		return make([]byte, 0, want)
 	}
 	if b, ok := packBuffers.Get().(*[]byte); ok && cap(*b) == want {
 		return (*b)[:0]
@@ -67,7 +96,13 @@ func (p *packer) newBuffer() []byte {
 func (pp *pendingPack) recycle() {
 	b := pp.data[:0]
 	pp.data = nil
-	packBuffers.Put(&b) // newBuffer drops it if its capacity does not fit
+	if h := pp.home; h != nil {
+		h.freeMu.Lock()
+		h.free = append(h.free, b)
+		h.freeMu.Unlock()
+	} else {
+		packBuffers.Put(&b) // newBuffer drops it if its capacity does not fit
+	}
 	if pp.release != nil {
 		pp.release()
 	}
@@ -78,10 +113,25 @@ func (pp *pendingPack) recycle() {
 // so a pack holds at most size bytes (or one blob larger than that) and its
 // buffer never grows.
 func (p *packer) add(t BlobType, id [32]byte, sealed []byte, raw int) *pendingPack {
+	return p.addFunc(t, id, len(sealed), raw, func(dst []byte) []byte { return append(dst, sealed...) })
+}
+
+// addSealed is add for a blob sealed (XChaCha20-Poly1305 under key, with
+// ad) straight from comp, its compression code and payload, into the open
+// pack: no scratch buffer for the sealed blob and no copy of it. The seal
+// runs under the packer's lock; it is short next to the compression before
+// it. It returns the full pack to write, or nil, and the sealed length.
+func (p *packer) addSealed(t BlobType, id [32]byte, key *[KeySize]byte, ad, comp []byte, raw int) (*pendingPack, int) {
+	n := chacha20poly1305.NonceSizeX + len(comp) + chacha20poly1305.Overhead // as sealRaw writes it
+	return p.addFunc(t, id, n, raw, func(dst []byte) []byte { return sealRawTo(dst, key, ad, comp) }), n
+}
+
+// addFunc is add for a blob of n bytes that fill appends to the pack data.
+func (p *packer) addFunc(t BlobType, id [32]byte, n, raw int, fill func(dst []byte) []byte) *pendingPack {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var full *pendingPack
-	if len(p.cur.blobs) > 0 && len(p.cur.data)+len(sealed) > p.size {
+	if len(p.cur.blobs) > 0 && len(p.cur.data)+n > p.size {
 		done := p.cur
 		full = &done
 		p.cur = pendingPack{}
@@ -91,8 +141,12 @@ func (p *packer) add(t BlobType, id [32]byte, sealed []byte, raw int) *pendingPa
 			return full // cancelled: the blob is dropped with the operation
 		}
 	}
-	p.cur.blobs = append(p.cur.blobs, packBlob{Type: t, ID: id, Offset: uint32(len(p.cur.data)), Length: uint32(len(sealed)), Raw: uint32(raw)})
-	p.cur.data = append(p.cur.data, sealed...)
+	off := len(p.cur.data)
+	p.cur.data = fill(p.cur.data)
+	if len(p.cur.data)-off != n {
+		panic("engine: packer: blob length differs from the one announced")
+	}
+	p.cur.blobs = append(p.cur.blobs, packBlob{Type: t, ID: id, Offset: uint32(off), Length: uint32(n), Raw: uint32(raw)})
 	if full == nil && len(p.cur.data) >= p.size {
 		done := p.cur
 		full = &done
@@ -125,15 +179,35 @@ func (t *Tenant) writePack(ctx context.Context, pp *pendingPack) (repo.PackInfo,
 // writePackOpts is writePack with the drive write options given: prune's
 // repack passes a zero reserve (it may use the reserve it frees).
 func (t *Tenant) writePackOpts(ctx context.Context, pp *pendingPack, wo repo.WriteOptions) (repo.PackInfo, error) {
-	e := t.e
-	var id repo.PackID
-	randomBytes(id[:])
-	// In place: the pack buffer has room for the parity (see packer); pp.data
-	// is not touched again until the pack is written.
-	enc, err := repo.EncodeInPlace(e.cfg.K, e.cfg.M, pp.data)
+	return t.writePackParity(ctx, pp, wo, nil)
+}
+
+// writePackParity is writePackOpts for a pack whose buffer may have no room
+// for its parity (packer.parityApart): the parity shards then go to
+// *parity, a buffer the caller keeps from pack to pack (grown as needed).
+// With parity nil, or room in the pack buffer, the pack is encoded in place.
+func (t *Tenant) writePackParity(ctx context.Context, pp *pendingPack, wo repo.WriteOptions, parity *[]byte) (repo.PackInfo, error) {
+	// pp.data (and *parity) are not touched again until the pack is written.
+	k, m := t.e.cfg.K, t.e.cfg.M
+	var enc *repo.Encoded
+	var err error
+	if parity == nil || cap(pp.data) >= repo.EncodedCap(k, m, len(pp.data)) {
+		enc, err = repo.EncodeInPlace(k, m, pp.data)
+	} else {
+		enc, *parity, err = repo.EncodeWithParity(k, m, pp.data, *parity)
+	}
 	if err != nil {
 		return repo.PackInfo{}, fmt.Errorf("encode pack: %w", err)
 	}
+	return t.writeEncoded(ctx, pp, enc, wo)
+}
+
+// writeEncoded writes the shards of an encoded pack under a new pack ID and
+// then indexes it (the part of writePackOpts after the Reed-Solomon encoding).
+func (t *Tenant) writeEncoded(ctx context.Context, pp *pendingPack, enc *repo.Encoded, wo repo.WriteOptions) (repo.PackInfo, error) {
+	e := t.e
+	var id repo.PackID
+	randomBytes(id[:])
 	hdr := &packHeader{
 		Tenant: t.id, Pack: id, K: e.cfg.K, M: e.cfg.M, BlockSize: uint32(e.cfg.BlockSize),
 		DataLen: uint64(enc.DataLen), ShardLen: uint64(enc.ShardLen), Created: e.now().Unix(), Blobs: pp.blobs,
