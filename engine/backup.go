@@ -18,6 +18,7 @@ import (
 
 	"coffer/chunk"
 	"coffer/engine/fsmeta"
+	"coffer/engine/source"
 	"coffer/engine/tree"
 	"coffer/index"
 	"coffer/repo"
@@ -140,7 +141,7 @@ func (t *Tenant) Backup(ctx context.Context, paths []string, o BackupOptions) (*
 		}
 		abs = append(abs, a)
 	}
-	abs = dropNested(abs)
+	abs = source.DropNested(abs)
 	return t.runBackup(ctx, abs, abs, o, func(b *backup) *future { return b.walkRoot(abs) })
 }
 
@@ -350,46 +351,11 @@ func (b *backup) sendFlush(pp *pendingPack) {
 	}
 }
 
-// dropNested removes paths inside other paths of the list, and duplicates.
-func dropNested(paths []string) []string {
-	sort.Strings(paths)
-	var out []string
-	for _, p := range paths {
-		if len(out) > 0 {
-			last := out[len(out)-1]
-			if p == last || strings.HasPrefix(p, strings.TrimSuffix(last, "/")+"/") {
-				continue
-			}
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
-// vdir is a folder on the way from "/" to the backed-up paths.
-type vdir struct {
-	children map[string]*vdir
-	target   bool // this path was named for backup
-}
-
 // walkRoot builds the root tree: the backed-up paths keep their absolute
 // location, as in restic (backing up /srv/www gives srv/www in the snapshot).
 func (b *backup) walkRoot(paths []string) *future {
-	root := &vdir{children: map[string]*vdir{}}
-	for _, p := range paths {
-		v := root
-		for _, c := range strings.Split(strings.Trim(p, "/"), "/") {
-			if c == "" {
-				continue
-			}
-			if v.children[c] == nil {
-				v.children[c] = &vdir{children: map[string]*vdir{}}
-			}
-			v = v.children[c]
-		}
-		v.target = true
-	}
-	if root.target { // backing up "/" itself
+	root := source.Roots(paths)
+	if root.Target { // backing up "/" itself
 		n, _, err := fsmeta.Stat("/")
 		if err != nil {
 			b.fail(fmt.Errorf("stat /: %w", err))
@@ -402,7 +368,7 @@ func (b *backup) walkRoot(paths []string) *future {
 
 // walkVirtual handles a folder on the way to the backed-up paths; own is the
 // parent snapshot's tree of this folder, or nil.
-func (b *backup) walkVirtual(v *vdir, abs, rel string, own *tree.Tree) *future {
+func (b *backup) walkVirtual(v *source.Dir, abs, rel string, own *tree.Tree) *future {
 	n, _, err := fsmeta.Stat(abs)
 	if err != nil {
 		b.fail(fmt.Errorf("stat %s: %w", abs, err))
@@ -421,14 +387,9 @@ func (b *backup) walkVirtual(v *vdir, abs, rel string, own *tree.Tree) *future {
 	n.Name = filepath.Base(abs)
 	f := &future{done: make(chan struct{}), node: n}
 	var children []*future
-	names := make([]string, 0, len(v.children))
-	for name := range v.children {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		cabs, crel := filepath.Join(abs, name), joinRel(rel, name)
-		if c := v.children[name]; c.target {
+	for _, name := range v.Names() {
+		cabs, crel := filepath.Join(abs, name), source.JoinRel(rel, name)
+		if c := v.Children[name]; c.Target {
 			children = append(children, b.walkPath(cabs, crel, own))
 		} else {
 			children = append(children, b.walkVirtual(c, cabs, crel, b.subtree(own, name)))
@@ -437,13 +398,6 @@ func (b *backup) walkVirtual(v *vdir, abs, rel string, own *tree.Tree) *future {
 	b.stats.dirs.Add(1)
 	b.sendDir(dirTask{f: f, children: children})
 	return f
-}
-
-func joinRel(rel, name string) string {
-	if rel == "" {
-		return name
-	}
-	return rel + "/" + name
 }
 
 // subtree loads the parent snapshot's tree of the folder name in parent, or
@@ -461,20 +415,6 @@ func (b *backup) subtree(parent *tree.Tree, name string) *tree.Tree {
 		return nil // a damaged parent only costs re-reading
 	}
 	return t
-}
-
-func (b *backup) excluded(abs string) bool {
-	base := filepath.Base(abs)
-	for _, pat := range b.opts.Excludes {
-		if strings.Contains(pat, "/") {
-			if ok, _ := filepath.Match(pat, abs); ok {
-				return true
-			}
-		} else if ok, _ := filepath.Match(pat, base); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // walkPath handles one real file-system entry.
@@ -544,10 +484,10 @@ func (b *backup) walkDir(abs, rel string, n tree.Node, parentTree *tree.Tree) *f
 	var children []*future
 	for _, name := range entries {
 		p := filepath.Join(abs, name)
-		if b.excluded(p) {
+		if source.Excluded(b.opts.Excludes, p) {
 			continue
 		}
-		children = append(children, b.walkPath(p, joinRel(rel, name), parentTree))
+		children = append(children, b.walkPath(p, source.JoinRel(rel, name), parentTree))
 	}
 	b.sendDir(dirTask{f: f, children: children})
 	return f
@@ -590,10 +530,7 @@ func readDirNames(dir string) ([]string, error) {
 // backup (so a write during that backup is not missed), and every content
 // blob still indexed.
 func (b *backup) unchanged(n, prev *tree.Node) bool {
-	if prev == nil || prev.Type != tree.File || b.parentStart == 0 {
-		return false
-	}
-	if prev.Size != n.Size || prev.MTime != n.MTime || prev.CTime != n.CTime || prev.Inode != n.Inode || n.MTime >= b.parentStart {
+	if !source.Unchanged(n, prev, b.parentStart) {
 		return false
 	}
 	for _, id := range prev.Content {
@@ -706,25 +643,10 @@ func (b *backup) readFile(rd *reader, f *future, path string, r io.Reader) {
 	}
 	f.node.Content = ids
 	f.node.Size = size
-	f.node.Holes = clipHoles(f.node.Holes, size)
+	f.node.Holes = source.ClipHoles(f.node.Holes, size)
 	b.stats.files.Add(1)
 	b.stats.bytes.Add(int64(size))
 	b.prog.Files.Add(1)
-}
-
-// clipHoles drops hole ranges beyond size (the file shrank while read).
-func clipHoles(h []tree.Extent, size uint64) []tree.Extent {
-	var out []tree.Extent
-	for _, e := range h {
-		if e.Off >= size {
-			break
-		}
-		if e.Off+e.Len > size {
-			e.Len = size - e.Off
-		}
-		out = append(out, e)
-	}
-	return out
 }
 
 // claim reports whether id is new to the tenant: neither indexed nor claimed
@@ -886,7 +808,7 @@ func (b *backup) scan(paths []string) {
 			if err != nil {
 				return nil
 			}
-			if path != p && b.excluded(path) {
+			if path != p && source.Excluded(b.opts.Excludes, path) {
 				if d.IsDir() {
 					return filepath.SkipDir
 				}
