@@ -380,7 +380,8 @@ func (e *Engine) openDrive(ctx context.Context, d driveConfig, id repo.DriveID) 
 }
 
 // Close releases the repository. It must not run while other calls on e are
-// in flight; calling it more than once is harmless.
+// in flight; calling it more than once is harmless. After Retain, each user
+// calls Close once, and the last one releases the repository.
 func (e *Engine) Close() error {
 	if e.refs.Add(-1) > 0 {
 		return nil // another user still has e (see Retain)
