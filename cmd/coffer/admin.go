@@ -265,7 +265,7 @@ func (a *adminServer) handle(ctx context.Context, c *net.UnixConn) {
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	typ, body, err := readAdminFrame(c, maxAdminFrame)
 	var req adminRequest
-	if err != nil || typ != 'R' || json.Unmarshal(body, &req) != nil {
+	if err != nil || typ != 'R' || json.Unmarshal(body, &req) != nil || len(req.Proofs) > 4 || !filepath.IsAbs(req.Cwd) {
 		a.log("admin.refused", "uid", uid, "reason", "protocol")
 		return
 	}
@@ -285,6 +285,7 @@ func (a *adminServer) handle(ctx context.Context, c *net.UnixConn) {
 		proven = proven || a.e.CheckAdminProof(nonce, p)
 	}
 	if !proven {
+		a.log("admin.refused", "uid", uid, "reason", "key")
 		fmt.Fprintln(g.stderr, "coffer: the master key file does not hold the key of the repository coffer serve holds; give the right one with --master-key-file.")
 	} else {
 		// The client closing its end interrupts the command.
@@ -295,8 +296,8 @@ func (a *adminServer) handle(ctx context.Context, c *net.UnixConn) {
 		}()
 		code = a.run(cctx, g, req.Args)
 		cancel()
+		a.log("admin.command", "uid", uid, "command", g.commandPath, "exit", code)
 	}
-	a.log("admin.command", "uid", uid, "command", g.commandPath, "exit", code)
 	var x [4]byte
 	binary.BigEndian.PutUint32(x[:], uint32(code))
 	mu.Lock()
