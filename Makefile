@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := bin/coffer
 PKGS     := ./...
 
-.PHONY: all build test test-full race lint fuzz bench compare demo demo-s3 clean
+.PHONY: all build test test-full race lint fuzz bench compare demo demo-s3 demo-remote clean
 
 all: build
 
@@ -46,6 +46,11 @@ demo: build
 # installs it; go install github.com/versity/versitygw/cmd/versitygw@v1.8.0).
 demo-s3: build
 	./scripts/demo-s3.sh
+
+# Remote backups through coffer serve on loopback, with the operator's
+# commands going through the server's admin socket while it runs.
+demo-remote: build
+	./scripts/demo-remote.sh
 
 clean:
 	rm -rf bin
