@@ -23,8 +23,8 @@ import (
 // codes, and once the server stops the commands open the repository
 // themselves again.
 func TestAdminSocket(t *testing.T) {
-	r := newTestRepo(t, "alice")
-	mustCoffer(t, nil, "--repo", r.dir, "tenant", "create", "bob")
+	r := newTestRepo(t, "alice-co")
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "create", "bob-ltd")
 	src := filepath.Join(t.TempDir(), "src")
 	writeFile(t, filepath.Join(src, "a.txt"), []byte("alpha\n"))
 	r.must(t, nil, "backup", src)
@@ -38,11 +38,11 @@ func TestAdminSocket(t *testing.T) {
 
 	// A relative PUBKEYFILE is the caller's, not the server's.
 	t.Chdir(keys)
-	add := mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "add", "alice", "id.pub", "--role", "restore")
+	add := mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "add", "alice-co", "id.pub", "--role", "restore")
 	if !strings.Contains(add.stdout, "SHA256:") {
 		t.Fatalf("key add through the socket: %s", add)
 	}
-	list := mustCoffer(t, nil, "--repo", r.dir, "--json", "tenant", "key", "list", "alice")
+	list := mustCoffer(t, nil, "--repo", r.dir, "--json", "tenant", "key", "list", "alice-co")
 	var ks []struct {
 		Fingerprint string `json:"fingerprint"`
 	}
@@ -64,7 +64,7 @@ func TestAdminSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Removing the key through the socket cuts the open session.
-	mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "remove", "alice", ks[0].Fingerprint)
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "remove", "alice-co", ks[0].Fingerprint)
 	if _, err := cl.Snapshots(ctx); !errors.Is(err, remote.ErrRefused) {
 		t.Fatalf("session of a key removed through the admin socket: %v", err)
 	}
@@ -73,7 +73,7 @@ func TestAdminSocket(t *testing.T) {
 	}
 
 	// Lifecycle and listings run on the live server.
-	mustCoffer(t, nil, "--repo", r.dir, "tenant", "lock", "bob")
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "lock", "bob-ltd")
 	var ts []struct {
 		Name  string `json:"name"`
 		State string `json:"state"`
@@ -81,15 +81,15 @@ func TestAdminSocket(t *testing.T) {
 	decodeJSON(t, mustCoffer(t, nil, "--repo", r.dir, "--json", "tenant", "list"), &ts)
 	locked := false
 	for _, tn := range ts {
-		locked = locked || (tn.Name == "bob" && tn.State == "locked")
+		locked = locked || (tn.Name == "bob-ltd" && tn.State == "locked")
 	}
 	if !locked {
-		t.Fatalf("bob not locked: %+v", ts)
+		t.Fatalf("bob-ltd not locked: %+v", ts)
 	}
 	if res := r.run(t, nil, "snapshots"); res.code != exitOK || !strings.Contains(res.stdout, "1 snapshots") {
 		t.Fatalf("snapshots through the socket: %s", res)
 	}
-	if res := coffer(t, nil, "--repo", r.dir, "--tenant", "bob", "snapshots"); res.code != exitTenantLocked {
+	if res := coffer(t, nil, "--repo", r.dir, "--tenant", "bob-ltd", "snapshots"); res.code != exitTenantLocked {
 		t.Fatalf("locked tenant through the socket: %s", res)
 	} else {
 		checkErrorLine(t, res)
@@ -125,7 +125,8 @@ func TestAdminSocket(t *testing.T) {
 	if !strings.Contains(out.String(), "admin.command") {
 		t.Fatalf("server log has no admin commands:\n%s", out.String())
 	}
-	for _, secret := range []string{"alice", "bob", "id.pub"} {
+	// (Names with "-", which base64 fingerprints never hold.)
+	for _, secret := range []string{"alice-co", "bob-ltd", "id.pub"} {
 		if strings.Contains(out.String(), secret) {
 			t.Fatalf("server log names %q:\n%s", secret, out.String())
 		}
@@ -136,7 +137,7 @@ func TestAdminSocket(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(r.dir, adminSocketName)); !os.IsNotExist(err) {
 		t.Fatalf("admin socket left behind: %v", err)
 	}
-	mustCoffer(t, nil, "--repo", r.dir, "tenant", "unlock", "bob")
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "unlock", "bob-ltd")
 
 	// A socket left by a server that died is ignored.
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(r.dir, adminSocketName), Net: "unix"})
