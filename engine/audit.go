@@ -899,6 +899,11 @@ func (r *AuditVerifyReport) problem(format string, args ...any) {
 // It returns the report and, when there is a problem, an error wrapping
 // ErrCheckFailed (the CLI exits 14).
 func (e *Engine) VerifyAudit(ctx context.Context, anchors ...AuditAnchor) (*AuditVerifyReport, error) {
+	// The heads and the log are read under the audit lock: an entry
+	// appended between reading a head and reading the log (an action on a
+	// live server, whose admin socket runs this too) would look like a cut.
+	unlock := e.auditLock()
+	defer unlock()
 	s := e.auditStore()
 	rep := &AuditVerifyReport{}
 	ihead, ipresent, err := s.indexHead()

@@ -693,3 +693,32 @@ func FuzzAuditRecDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifyAuditWhileAppending: a verification running while actions are
+// audited (a live server's admin socket allows it) sees a consistent log.
+func TestVerifyAuditWhileAppending(t *testing.T) {
+	ctx := context.Background()
+	e := itOpen(t, itInit(t, InitOptions{}))
+	itTenant(t, e, "acme")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 60; i++ {
+			contact := fmt.Sprintf("ops%d@acme.example", i)
+			if _, err := e.UpdateTenant(ctx, "acme", TenantUpdate{Contact: &contact}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		if rep, err := e.VerifyAudit(ctx); err != nil {
+			t.Fatalf("verify during appends: %v %+v", err, rep)
+		}
+	}
+}
