@@ -190,10 +190,11 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	workers := runtime.GOMAXPROCS(0)
+	cfg := t.e.conf()
 	b := &backup{
 		t: t, ctx: ctx, cancel: cancel, opts: o, prog: o.Progress,
-		data:      packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M, parityApart: true, slots: make(chan struct{}, 2), done: ctx.Done()},
-		trees:     packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M, grow: true},
+		data:      packer{size: cfg.PackSize, k: cfg.K, m: cfg.M, parityApart: true, slots: make(chan struct{}, 2), done: ctx.Done()},
+		trees:     packer{size: cfg.PackSize, k: cfg.K, m: cfg.M, grow: true},
 		fileCh:    make(chan fileJob, 4*workers),
 		sealCh:    make(chan sealJob, 2*workers),
 		flushCh:   make(chan *pendingPack),

@@ -336,8 +336,9 @@ func (e *Engine) open() error {
 // is left out with a warning: reads reconstruct from the others.
 func (e *Engine) openDrives() (*repo.Repo, error) {
 	ctx := context.Background()
+	cfg := e.conf()
 	var members []repo.Member
-	for _, d := range e.cfg.Drives {
+	for _, d := range cfg.Drives {
 		id, err := repo.ParseDriveID(d.ID)
 		if err != nil {
 			return nil, fmt.Errorf("%w: drive ID %q in configuration", ErrCorrupt, d.ID)
@@ -355,7 +356,7 @@ func (e *Engine) openDrives() (*repo.Repo, error) {
 		}
 		members = append(members, m)
 	}
-	return repo.New(members, repo.Options{K: e.cfg.K, M: e.cfg.M, BlockSize: e.cfg.BlockSize})
+	return repo.New(members, repo.Options{K: cfg.K, M: cfg.M, BlockSize: cfg.BlockSize})
 }
 
 func (e *Engine) openDrive(ctx context.Context, d driveConfig, id repo.DriveID) (repo.Drive, error) {
@@ -373,7 +374,7 @@ func (e *Engine) openDrive(ctx context.Context, d driveConfig, id repo.DriveID) 
 	if err != nil {
 		return nil, err
 	}
-	if ident.Repository != e.cfg.repoID() || ident.Drive != id {
+	if cfg := e.conf(); ident.Repository != cfg.repoID() || ident.Drive != id {
 		return nil, fmt.Errorf("%w: %s carries drive %s of repository %x", repo.ErrForeignDrive, path, ident.Drive, ident.Repository[:])
 	}
 	return drv, nil
@@ -396,6 +397,15 @@ func (e *Engine) Close() error {
 		}
 	})
 	return err
+}
+
+// conf returns a copy of the repository config. e.cfg is replaced whole
+// when the config changes (updateConfig), so every read of it goes through
+// e.mu; the copy's Drives may be shared and must not be modified.
+func (e *Engine) conf() config {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cfg
 }
 
 // Retain adds a user of e: each Retain needs one more Close, and only the

@@ -171,7 +171,7 @@ func (t *Tenant) BeginIngest(ctx context.Context) (*Ingest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wait for the tenant's other operation: %w", err)
 	}
-	cfg := t.e.cfg
+	cfg := t.e.conf()
 	in := &Ingest{
 		t: t, unlock: unlock, start: t.e.now().UnixNano(),
 		data:    packer{size: cfg.PackSize, k: cfg.K, m: cfg.M},

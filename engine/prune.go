@@ -306,11 +306,12 @@ func (t *Tenant) prune(ctx context.Context, o PruneOptions) (*PruneReport, error
 		return nil, err
 	}
 	defer s.close()
+	cfg := t.e.conf()
 	p := &pruner{
 		t: t, o: o, s: s,
 		rep:   &PruneReport{DryRun: o.DryRun, Tenants: 1, Warnings: []string{}},
-		data:  packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M},
-		trees: packer{size: t.e.cfg.PackSize, k: t.e.cfg.K, m: t.e.cfg.M, grow: true},
+		data:  packer{size: cfg.PackSize, k: cfg.K, m: cfg.M},
+		trees: packer{size: cfg.PackSize, k: cfg.K, m: cfg.M, grow: true},
 	}
 	if err := p.mark(ctx); err != nil {
 		return nil, err
@@ -336,8 +337,9 @@ func (p *pruner) stage(name string) {
 func (p *pruner) finishReport() {
 	r := p.rep
 	if r.DryRun && p.newData > 0 {
-		k, m := int64(p.t.e.cfg.K), int64(p.t.e.cfg.M)
-		size := int64(p.t.e.cfg.PackSize)
+		cfg := p.t.e.conf()
+		k, m := int64(cfg.K), int64(cfg.M)
+		size := int64(cfg.PackSize)
 		r.PacksWritten = (p.newData + size - 1) / size
 		r.PhysicalAfter += (p.newData + k - 1) / k * (k + m)
 	}

@@ -188,7 +188,8 @@ func (t *Tenant) writePackOpts(ctx context.Context, pp *pendingPack, wo repo.Wri
 // With parity nil, or room in the pack buffer, the pack is encoded in place.
 func (t *Tenant) writePackParity(ctx context.Context, pp *pendingPack, wo repo.WriteOptions, parity *[]byte) (repo.PackInfo, error) {
 	// pp.data (and *parity) are not touched again until the pack is written.
-	k, m := t.e.cfg.K, t.e.cfg.M
+	cfg := t.e.conf()
+	k, m := cfg.K, cfg.M
 	var enc *repo.Encoded
 	var err error
 	if parity == nil || cap(pp.data) >= repo.EncodedCap(k, m, len(pp.data)) {
@@ -206,10 +207,11 @@ func (t *Tenant) writePackParity(ctx context.Context, pp *pendingPack, wo repo.W
 // then indexes it (the part of writePackOpts after the Reed-Solomon encoding).
 func (t *Tenant) writeEncoded(ctx context.Context, pp *pendingPack, enc *repo.Encoded, wo repo.WriteOptions) (repo.PackInfo, error) {
 	e := t.e
+	cfg := e.conf()
 	var id repo.PackID
 	randomBytes(id[:])
 	hdr := &packHeader{
-		Tenant: t.id, Pack: id, K: e.cfg.K, M: e.cfg.M, BlockSize: uint32(e.cfg.BlockSize),
+		Tenant: t.id, Pack: id, K: cfg.K, M: cfg.M, BlockSize: uint32(cfg.BlockSize),
 		DataLen: uint64(enc.DataLen), ShardLen: uint64(enc.ShardLen), Created: e.now().Unix(), Blobs: pp.blobs,
 	}
 	for _, h := range enc.Hashes {

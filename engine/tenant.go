@@ -81,6 +81,11 @@ func (e *Engine) openTenantRec(rec index.TenantRec) (*tenantEntry, error) {
 	}
 	mk, err := e.mkFor(rec.Epoch)
 	if err != nil {
+		// A master-key rotation may have re-sealed the record and dropped
+		// its epoch since rec was read: read it again.
+		if fresh, ferr := e.db.Tenant(index.TenantID(rec.ID)); ferr == nil && fresh.Epoch != rec.Epoch {
+			return e.openTenantRec(fresh)
+		}
 		return nil, fmt.Errorf("tenant %x: %w", rec.ID[:], err)
 	}
 	body, err := openRecord(&mk.admin, r, rec.ID, tenantRecordName(rec.ID))
@@ -205,7 +210,7 @@ func (e *Engine) info(te *tenantEntry) *TenantInfo {
 		Quota: te.meta.Quota, State: te.meta.State, Created: te.meta.Created, LockedAt: te.meta.LockedAt,
 	}
 	if te.meta.LockedAt != nil {
-		d := te.meta.LockedAt.Add(time.Duration(e.cfg.GraceSeconds) * time.Second)
+		d := te.meta.LockedAt.Add(e.grace())
 		ti.DeleteAfter = &d
 	}
 	return ti
@@ -264,6 +269,16 @@ func (e *Engine) tenantKey(te *tenantEntry) (*[KeySize]byte, error) {
 
 func (e *Engine) tenantHandle(te *tenantEntry) (*Tenant, error) {
 	tk, err := e.tenantKey(te)
+	if errors.Is(err, ErrWrongKey) {
+		// The entry may predate a master-key rotation that re-wrapped the
+		// tenant key and dropped the old epoch: read it again.
+		if rec, rerr := e.db.Tenant(index.TenantID(te.rec.ID)); rerr == nil && rec.Epoch != te.rec.Epoch {
+			if fresh, ferr := e.openTenantRec(rec); ferr == nil {
+				te = fresh
+				tk, err = e.tenantKey(te)
+			}
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

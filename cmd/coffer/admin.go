@@ -36,7 +36,8 @@ import (
 //
 // Frames, both ways: one type byte, a 4-byte big-endian length, the
 // payload. Server → client: 'N' nonce (once, first), 'O' stdout bytes,
-// 'E' stderr bytes, 'X' exit code (4 bytes, last). Client → server: 'R'
+// 'E' stderr bytes, 'X' exit code (4 bytes, last), or 'K' (empty, instead
+// of everything after the nonce) when the proof of the master key fails. Client → server: 'R'
 // the request (JSON adminRequest, once). The client closing its end
 // interrupts the command.
 
@@ -110,26 +111,45 @@ func (f forwardedError) Error() string { return fmt.Sprintf("exit %d", f.code) }
 // (no socket, or a stale one): the command then opens the repository
 // itself.
 func (g *globals) forward(cmd *cobra.Command, dir string) (ok bool, err error) {
-	c, err := net.DialTimeout("unix", filepath.Join(dir, adminSocketName), 5*time.Second)
-	if err != nil {
-		return false, nil
+	// A proof made from the key file just before a master-key rotation on
+	// the server finished names an epoch the server has dropped: the
+	// server refuses it before running anything ('K'), and one more try
+	// reads the rewritten key file.
+	for try := 0; ; try++ {
+		c, err := net.DialTimeout("unix", filepath.Join(dir, adminSocketName), 5*time.Second)
+		if err != nil {
+			return false, nil
+		}
+		if yes, why := socketCommand(cmd); !yes {
+			c.Close()
+			return true, fmt.Errorf("%w: coffer serve holds %s; %s", engine.ErrRepoLocked, dir, why)
+		}
+		err = g.forwardOn(cmd, dir, c)
+		c.Close()
+		if errors.Is(err, errKeyRefused) && try == 0 {
+			continue
+		}
+		return true, err
 	}
-	defer c.Close()
-	if yes, why := socketCommand(cmd); !yes {
-		return true, fmt.Errorf("%w: coffer serve holds %s; %s", engine.ErrRepoLocked, dir, why)
-	}
+}
+
+// errKeyRefused: the server did not accept the proof of the master key.
+var errKeyRefused = fmt.Errorf("%w: the master key file does not hold the key of the repository coffer serve holds; give the right one with --master-key-file", engine.ErrWrongKey)
+
+// forwardOn runs the command through the admin socket connection c.
+func (g *globals) forwardOn(cmd *cobra.Command, dir string, c net.Conn) error {
 	ctx := cmd.Context()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	typ, nonce, err := readAdminFrame(c, adminNonceSize)
 	if err != nil || typ != 'N' {
-		return true, fmt.Errorf("%w: coffer serve holds %s and its admin socket did not answer (%v)", engine.ErrRepoLocked, dir, err)
+		return fmt.Errorf("%w: coffer serve holds %s and its admin socket did not answer (%v)", engine.ErrRepoLocked, dir, err)
 	}
 	c.SetReadDeadline(time.Time{})
 	proofs, err := engine.AdminProofs(dir, g.keyFile, nonce)
 	if err != nil {
-		return true, err
+		return err
 	}
 	req := adminRequest{Args: g.args, Env: map[string]string{}, Cwd: g.cwd, Proofs: proofs}
 	if req.Cwd == "" {
@@ -142,35 +162,37 @@ func (g *globals) forward(cmd *cobra.Command, dir string) (ok bool, err error) {
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
-		return true, err
+		return err
 	}
 	if err := writeAdminFrame(c, 'R', body); err != nil {
-		return true, fmt.Errorf("send the command to coffer serve's admin socket: %w", err)
+		return fmt.Errorf("send the command to coffer serve's admin socket: %w", err)
 	}
 	for {
 		typ, p, err := readAdminFrame(c, maxAdminFrame)
 		if err != nil {
 			if ctx.Err() != nil {
-				return true, ctx.Err()
+				return ctx.Err()
 			}
-			return true, fmt.Errorf("coffer serve closed its admin socket before the command finished: %w", err)
+			return fmt.Errorf("coffer serve closed its admin socket before the command finished: %w", err)
 		}
 		switch typ {
 		case 'O':
 			if _, err := g.stdout.Write(p); err != nil {
-				return true, err
+				return err
 			}
 		case 'E':
 			if _, err := g.stderr.Write(p); err != nil {
-				return true, err
+				return err
 			}
+		case 'K':
+			return errKeyRefused
 		case 'X':
 			if len(p) != 4 {
-				return true, errors.New("coffer serve's admin socket sent a malformed exit code")
+				return errors.New("coffer serve's admin socket sent a malformed exit code")
 			}
-			return true, forwardedError{int(binary.BigEndian.Uint32(p))}
+			return forwardedError{int(binary.BigEndian.Uint32(p))}
 		default:
-			return true, fmt.Errorf("coffer serve's admin socket sent an unknown frame %q", typ)
+			return fmt.Errorf("coffer serve's admin socket sent an unknown frame %q", typ)
 		}
 	}
 }
@@ -279,25 +301,24 @@ func (a *adminServer) handle(ctx context.Context, c *net.UnixConn) {
 		cwd:    req.Cwd,
 		lent:   a.e,
 	}
-	code := exitWrongKey
 	proven := false
 	for _, p := range req.Proofs {
 		proven = proven || a.e.CheckAdminProof(nonce, p)
 	}
 	if !proven {
 		a.log("admin.refused", "uid", uid, "reason", "key")
-		fmt.Fprintln(g.stderr, "coffer: the master key file does not hold the key of the repository coffer serve holds; give the right one with --master-key-file.")
-	} else {
-		// The client closing its end interrupts the command.
-		cctx, cancel := context.WithCancel(ctx)
-		go func() {
-			io.Copy(io.Discard, c)
-			cancel()
-		}()
-		code = a.run(cctx, g, req.Args)
-		cancel()
-		a.log("admin.command", "uid", uid, "command", g.commandPath, "exit", code)
+		writeAdminFrame(c, 'K', nil) // nothing ran: the client may read its key file again
+		return
 	}
+	// The client closing its end interrupts the command.
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		io.Copy(io.Discard, c)
+		cancel()
+	}()
+	code := a.run(cctx, g, req.Args)
+	cancel()
+	a.log("admin.command", "uid", uid, "command", g.commandPath, "exit", code)
 	var x [4]byte
 	binary.BigEndian.PutUint32(x[:], uint32(code))
 	mu.Lock()

@@ -200,7 +200,11 @@ func TestAdminPanic(t *testing.T) {
 
 // TestAdminSocketConcurrent: operator commands through the admin socket run
 // at the same time as remote backups and each other, on one engine, and
-// nothing fails: scrub and check find no damage while backups write.
+// nothing fails: scrub --repair, check, a master-key rotation, forget and
+// prune, the report and the audit verification, while backups write. (It
+// found three races: audit --verify taking a fresh entry for a cut log, a
+// tenant read just before a rotation dropped its epoch, and a key file
+// read just before a rotation rewrote it.)
 func TestAdminSocketConcurrent(t *testing.T) {
 	r := newTestRepo(t, "alice")
 	mustCoffer(t, nil, "--repo", r.dir, "tenant", "create", "bob")
@@ -222,16 +226,17 @@ func TestAdminSocketConcurrent(t *testing.T) {
 	addr, fp, _, _ := startServeStop(t, r.dir)
 	var wg sync.WaitGroup
 	fails := make(chan string, 64)
-	for round := 0; round < 3; round++ {
+	for round := 0; round < 4; round++ {
 		for i, id := range ids {
 			wg.Go(func() {
-				res := coffer(t, nil, "--remote", addr, "--identity", id, "--server-fingerprint", fp, "backup", "--host", "h", srcs[i])
+				res := coffer(t, nil, "--remote", addr, "--identity", id, "--server-fingerprint", fp, "backup", "--host", "h", "--force", srcs[i])
 				if res.code != exitOK {
 					fails <- res.String()
 				}
 			})
 		}
-		for _, a := range [][]string{{"scrub"}, {"check"}, {"tenant", "list"}, {"--tenant", "alice", "snapshots"}, {"drive", "list"}, {"audit", "--verify"}} {
+		for _, a := range [][]string{{"scrub", "--repair"}, {"check"}, {"key", "rotate"}, {"tenant", "list"}, {"--tenant", "alice", "forget", "--keep-last", "2", "--prune"},
+			{"--tenant", "bob", "prune"}, {"report"}, {"drive", "list"}, {"audit", "--verify"}} {
 			wg.Go(func() {
 				res := coffer(t, nil, append([]string{"--repo", r.dir}, a...)...)
 				if res.code != exitOK {
@@ -247,5 +252,8 @@ func TestAdminSocketConcurrent(t *testing.T) {
 	}
 	if res := coffer(t, nil, "--repo", r.dir, "check", "--read-data"); res.code != exitOK {
 		t.Fatalf("check after the concurrent run: %s", res)
+	}
+	if res := coffer(t, nil, "--repo", r.dir, "audit", "--verify"); res.code != exitOK {
+		t.Fatalf("audit after the concurrent run: %s", res)
 	}
 }
