@@ -206,8 +206,9 @@ func (d *DirDrive) mkdirs(dir string) error {
 	return nil
 }
 
-// ReadAt implements Drive.
-func (d *DirDrive) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
+// checkRead checks the arguments of a Drive's ReadAt, the same for every
+// drive: ctx still live, a valid name, an offset that is not negative.
+func checkRead(ctx context.Context, name string, off int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -216,6 +217,14 @@ func (d *DirDrive) ReadAt(ctx context.Context, name string, p []byte, off int64)
 	}
 	if off < 0 {
 		return fmt.Errorf("read %s: negative offset %d", name, off)
+	}
+	return nil
+}
+
+// ReadAt implements Drive.
+func (d *DirDrive) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
+	if err := checkRead(ctx, name, off); err != nil {
+		return err
 	}
 	f, err := os.Open(d.path(name))
 	if err != nil {

@@ -519,14 +519,8 @@ func (d *S3Drive) Put(ctx context.Context, name string, data []byte) error {
 
 // ReadAt implements Drive: one ranged GetObject of exactly len(p) bytes.
 func (d *S3Drive) ReadAt(ctx context.Context, name string, p []byte, off int64) error {
-	if err := ctx.Err(); err != nil {
+	if err := checkRead(ctx, name, off); err != nil {
 		return err
-	}
-	if err := ValidateName(name); err != nil {
-		return err
-	}
-	if off < 0 {
-		return fmt.Errorf("read %s: negative offset %d", name, off)
 	}
 	if len(p) == 0 {
 		_, err := d.Size(ctx, name) // nothing to read, but a missing object is still ErrNotFound
