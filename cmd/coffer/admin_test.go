@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -255,5 +256,38 @@ func TestAdminSocketConcurrent(t *testing.T) {
 	}
 	if res := coffer(t, nil, "--repo", r.dir, "audit", "--verify"); res.code != exitOK {
 		t.Fatalf("audit after the concurrent run: %s", res)
+	}
+}
+
+// TestAdminSocketRefusesMalformed: a request with a relative folder or more
+// than four proofs ends the connection without running anything.
+func TestAdminSocketRefusesMalformed(t *testing.T) {
+	r := newTestRepo(t, "acme-co")
+	_, _, out, _ := startServeStop(t, r.dir)
+	for name, req := range map[string]adminRequest{
+		"relative folder": {Args: []string{"--repo", r.dir, "tenant", "lock", "acme-co"}, Cwd: "rel", Proofs: [][]byte{{1}}},
+		"five proofs":     {Args: []string{"--repo", r.dir, "tenant", "lock", "acme-co"}, Cwd: "/", Proofs: make([][]byte, 5)},
+	} {
+		c, err := net.Dial("unix", filepath.Join(r.dir, adminSocketName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if typ, _, err := readAdminFrame(c, adminNonceSize); err != nil || typ != 'N' {
+			t.Fatalf("%s: no nonce: %v", name, err)
+		}
+		body, _ := json.Marshal(req)
+		if err := writeAdminFrame(c, 'R', body); err != nil {
+			t.Fatal(err)
+		}
+		if typ, _, err := readAdminFrame(c, maxAdminFrame); err == nil {
+			t.Fatalf("%s: got a %q frame, want the connection closed", name, typ)
+		}
+		c.Close()
+	}
+	if !strings.Contains(out.String(), "reason=protocol") || strings.Contains(out.String(), "admin.command") {
+		t.Fatalf("server log:\n%s", out.String())
+	}
+	if res := mustCoffer(t, nil, "--repo", r.dir, "--json", "tenant", "list"); !strings.Contains(res.stdout, `"active"`) {
+		t.Fatalf("a refused request changed the tenant: %s", res)
 	}
 }
