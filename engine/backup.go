@@ -166,12 +166,11 @@ func (t *Tenant) BackupStream(ctx context.Context, r io.Reader, name string, o B
 // runBackup runs the pipeline around walk, which produces the root folder.
 // scanPaths are counted for progress totals (nil: nothing to scan).
 func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o BackupOptions, walk func(*backup) *future) (s *Snapshot, err error) {
+	audited := false // commitAudited wrote the entries
 	defer func() {
-		detail := ""
-		if s != nil {
-			detail = fmt.Sprintf("snapshot=%s files=%d bytes=%d added=%d", s.ID, s.Stats.Files, s.Stats.Bytes, s.Stats.BytesStored)
+		if !audited {
+			err = t.e.audited(ctx, "backup", t.id, "", err)
 		}
-		err = t.e.audited(ctx, "backup", t.id, detail, err)
 	}()
 	unlock := t.e.lockTenant(t.id)
 	defer unlock()
@@ -290,7 +289,11 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 		FilesUnchanged: b.stats.unchanged.Load(), FilesFailed: b.stats.failed.Load(),
 		BlobsAdded: b.stats.blobs.Load(), BytesAdded: b.stats.added.Load(), BytesStored: b.stats.stored.Load(),
 	}
-	if err := t.commitSnapshot(ctx, s); err != nil {
+	var partial error
+	if len(b.warnings) > 0 {
+		partial = ErrPartialBackup
+	}
+	if audited, err = t.commitAudited(ctx, s, partial, ""); err != nil {
 		return nil, err
 	}
 	if n := len(b.warnings); n > 0 {

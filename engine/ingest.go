@@ -70,26 +70,18 @@ func (t *Tenant) Export(ctx context.Context, s *Snapshot, includes []string, fn 
 		if en.Type == "file" || en.Type == "hardlink" {
 			p := en.Path
 			ee.Content = func(w io.Writer) error {
-				cw := &countWriter{w: w}
-				err := t.dump(ctx, s, p, cw)
-				bytes += cw.n
+				n, err := t.dumpNode(ctx, s, p)
+				if err != nil {
+					return err
+				}
+				k, err := t.dumpContent(ctx, n, w)
+				bytes += k
 				return err
 			}
 			files++
 		}
 		return fn(ee)
 	})
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // IngestParams is what a remote backup client needs to cut and name chunks
@@ -458,12 +450,11 @@ func (in *Ingest) Commit(ctx context.Context, desc *Snapshot) (s *Snapshot, err 
 		return nil, err
 	}
 	t := in.t
+	audited := false // commitAudited wrote the entries
 	defer func() {
-		detail := "remote=1"
-		if s != nil {
-			detail = fmt.Sprintf("snapshot=%s remote=1 files=%d bytes=%d added=%d", s.ID, s.Stats.Files, s.Stats.Bytes, s.Stats.BytesStored)
+		if !audited {
+			err = t.e.audited(ctx, "backup", t.id, "remote=1", err)
 		}
-		err = t.e.audited(ctx, "backup", t.id, detail, err)
 		in.end()
 	}()
 	if desc == nil || len(desc.Paths) == 0 || desc.Time.IsZero() {
@@ -502,7 +493,7 @@ func (in *Ingest) Commit(ctx context.Context, desc *Snapshot) (s *Snapshot, err 
 		FilesUnchanged: st.FilesUnchanged, FilesFailed: st.FilesFailed,
 		BlobsAdded: in.blobs, BytesAdded: in.added, BytesStored: in.stored,
 	}
-	if err := t.commitSnapshot(ctx, s); err != nil {
+	if audited, err = t.commitAudited(ctx, s, nil, " remote=1"); err != nil {
 		return nil, err
 	}
 	return s, nil

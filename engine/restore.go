@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -614,34 +615,63 @@ func (t *Tenant) lookup(ctx context.Context, s *Snapshot, p string) (*tree.Node,
 	return nil, "", nil // not reached
 }
 
-// Dump writes the content of the file at p in snapshot s to w.
-func (t *Tenant) Dump(ctx context.Context, s *Snapshot, p string, w io.Writer) (err error) {
-	defer func() { err = t.e.audited(ctx, "dump", t.id, "snapshot="+s.ID, err) }()
-	return t.dump(ctx, s, p, w)
+// Dump writes the content of the file at p in snapshot s to w. It is
+// audited before the first byte is written ("dump", detail "snapshot=ID
+// bytes=SIZE"): if that entry cannot be written, nothing is, and a process
+// that dies while writing (a reader that closed the pipe: SIGPIPE) has left
+// its entry. A dump that fails after the entry, or whose reader closed the
+// output early, gets a second entry with its outcome and the bytes written.
+func (t *Tenant) Dump(ctx context.Context, s *Snapshot, p string, w io.Writer) error {
+	n, err := t.dumpNode(ctx, s, p)
+	if err != nil {
+		return t.e.audited(ctx, "dump", t.id, "snapshot="+s.ID, err)
+	}
+	if err := t.e.logAudit(ctx, "dump", t.id, nil, fmt.Sprintf("snapshot=%s bytes=%d", s.ID, n.Size)); err != nil {
+		return fmt.Errorf("nothing was written, as the audit entry of the dump could not be written: %w", err)
+	}
+	written, err := t.dumpContent(ctx, n, w)
+	if err != nil {
+		if aerr := t.e.logAudit(context.WithoutCancel(ctx), "dump", t.id, err, fmt.Sprintf("snapshot=%s bytes=%d", s.ID, written)); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+	}
+	return err
 }
 
-func (t *Tenant) dump(ctx context.Context, s *Snapshot, p string, w io.Writer) error {
+// dumpNode finds the file at p in s (following a hard link).
+func (t *Tenant) dumpNode(ctx context.Context, s *Snapshot, p string) (*tree.Node, error) {
 	n, _, err := t.lookup(ctx, s, p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if n != nil && n.Type == tree.Hardlink {
 		n, _, err = t.lookup(ctx, s, n.LinkTarget)
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if n == nil || n.Type != tree.File {
-		return invalidf("%s in snapshot %s is not a file", p, s.ID[:8])
+		return nil, invalidf("%s in snapshot %s is not a file", p, s.ID[:8])
 	}
+	return n, nil
+}
+
+// dumpContent writes n's content to w and returns the bytes written.
+func (t *Tenant) dumpContent(ctx context.Context, n *tree.Node, w io.Writer) (int64, error) {
+	var written int64
 	for _, id := range n.Content {
 		data, err := t.readBlob(ctx, DataBlob, id)
 		if err != nil {
-			return err
+			return written, err
 		}
-		if _, err := w.Write(data); err != nil {
-			return fmt.Errorf("write output: %w", err)
+		k, err := w.Write(data)
+		written += int64(k)
+		if errors.Is(err, syscall.EPIPE) {
+			return written, fmt.Errorf("write output: the reader closed it after %d of %d bytes", written, n.Size)
+		}
+		if err != nil {
+			return written, fmt.Errorf("write output: %w", err)
 		}
 	}
-	return nil
+	return written, nil
 }

@@ -110,6 +110,8 @@ func execute(ctx context.Context, g *globals, args []string) int {
 func exitCode(err error) int {
 	var ue usageError
 	switch {
+	case errors.Is(err, engine.ErrUnaudited):
+		return exitError // done, but not audited: whatever the audit's error was
 	case errors.As(err, &ue), errors.Is(err, engine.ErrInvalid), isCobraUsage(err):
 		return exitUsage
 	case errors.Is(err, engine.ErrPartialBackup):
