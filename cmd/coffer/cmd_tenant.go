@@ -149,7 +149,7 @@ func newTenantSweepCmd(g *globals) *cobra.Command {
 			return err
 		},
 	}
-	c.Flags().StringVar(&at, "at", "", "evaluate as of this time (RFC 3339; default now)")
+	c.Flags().StringVar(&at, "at", "", "evaluate as of this time (RFC 3339; default now); like the clock, it shreds only what the records show is due")
 	return c
 }
 

@@ -75,7 +75,7 @@ func TestBackupUnauditedExits1(t *testing.T) {
 	}
 	r.must(t, nil, "backup", src)
 	res = mustCoffer(t, nil, "--repo", r.dir, "audit", "--verify")
-	if !strings.Contains(res.stdout, "audit trail verified") {
+	if !strings.Contains(res.stdout, "audit trail verified") || !strings.Contains(res.stdout, "1 snapshot each with its backup entry") {
 		t.Errorf("audit --verify:\n%s", res)
 	}
 }
