@@ -51,20 +51,31 @@ func (e *Engine) LockTenant(ctx context.Context, name string) (*TenantInfo, erro
 		return nil, invalidf("tenant %q is already locked (since %s)", name, te.meta.LockedAt.UTC().Format(time.RFC3339))
 	}
 	// The lock time starts the grace period: it must agree with the
-	// records (docs/design.md, chapter 9, "Time").
-	ev, err := e.readEvidence(ctx, nil)
-	if err != nil {
-		return nil, err
+	// records (docs/design.md, chapter 9, "Time"). Checked before the
+	// tenant's sessions are cut, and again once its backups have ended.
+	check := func() (*evidence, time.Time, error) {
+		ev, err := e.readEvidence(ctx, nil)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		now := e.now().UTC().Truncate(time.Second)
+		if err := ev.checkLockClock(now, te.meta.Created, e.grace()); err != nil {
+			return nil, time.Time{}, fmt.Errorf("cannot lock tenant %q: %w", name, err)
+		}
+		return ev, now, nil
 	}
-	now := e.now().UTC().Truncate(time.Second)
-	if err := ev.checkLockClock(now, te.meta.Created, e.grace()); err != nil {
-		return nil, fmt.Errorf("cannot lock tenant %q: %w", name, err)
+	if _, _, err := check(); err != nil {
+		return nil, err
 	}
 	// Cut the tenant's remote sessions (an open remote backup holds the
 	// tenant's lock), wait for its local backups to finish, then lock.
 	e.revoke(Revocation{Tenant: hex.EncodeToString(te.rec.ID[:])})
 	unlockT := e.lockTenant(te.rec.ID)
 	defer unlockT()
+	ev, now, err := check()
+	if err != nil {
+		return nil, err
+	}
 	te.meta.State = StateLocked
 	te.meta.LockedAt = &now
 	te.meta.LockedSeq = ev.lastSeq
