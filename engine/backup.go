@@ -233,21 +233,31 @@ func (t *Tenant) findParent(ctx context.Context, paths []string, o BackupOptions
 	if err != nil {
 		return nil, nil, err
 	}
-	for i := len(all) - 1; i >= 0; i-- {
-		s := all[i]
-		if s.Host == o.Host && sameStrings(s.Paths, paths) {
-			id, err := parseTreeID(s.Tree)
-			if err != nil {
-				return nil, nil, err
-			}
-			root, err := t.loadTree(ctx, id)
-			if err != nil {
-				return nil, nil, fmt.Errorf("load parent snapshot %s: %w", s.ID[:8], err)
-			}
-			return s, root, nil
+	s := ParentSnapshot(all, o.Host, paths)
+	if s == nil {
+		return nil, nil, nil
+	}
+	id, err := parseTreeID(s.Tree)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err := t.loadTree(ctx, id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load parent snapshot %s: %w", s.ID[:8], err)
+	}
+	return s, root, nil
+}
+
+// ParentSnapshot returns the parent of a backup of paths from host: the
+// newest of snaps (oldest first, as Tenant.Snapshots lists them) with the
+// same host and the same paths in any order, or nil.
+func ParentSnapshot(snaps []*Snapshot, host string, paths []string) *Snapshot {
+	for i := len(snaps) - 1; i >= 0; i-- {
+		if s := snaps[i]; s.Host == host && sameStrings(s.Paths, paths) {
+			return s
 		}
 	}
-	return nil, nil, nil
+	return nil
 }
 
 func (b *backup) fail(err error) {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/user"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -153,17 +152,7 @@ func findParent(ctx context.Context, cl *Client, o BackupOptions, paths []string
 	if err != nil {
 		return nil, err
 	}
-	want := slices.Clone(paths)
-	sort.Strings(want)
-	for i := len(all) - 1; i >= 0; i-- {
-		s := all[i]
-		got := slices.Clone(s.Paths)
-		sort.Strings(got)
-		if s.Host == o.Host && slices.Equal(got, want) {
-			return s, nil
-		}
-	}
-	return nil, nil
+	return engine.ParentSnapshot(all, o.Host, paths), nil
 }
 
 // uploader is the storing side of one remote backup on the client: the
