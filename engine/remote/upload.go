@@ -75,6 +75,8 @@ func walkError(err error) error {
 	return err
 }
 
+// backup opens an ingest session, runs walkFn (which reads the source into
+// the uploader) beside the upload goroutine, and commits the snapshot.
 func (cl *Client) backup(ctx context.Context, paths []string, o BackupOptions,
 	walkFn func(context.Context, *uploader, walk.Options) (*walk.Result, error)) (*engine.Snapshot, error) {
 	cl.mu.Lock()
@@ -120,8 +122,8 @@ func (cl *Client) backup(ctx context.Context, paths []string, o BackupOptions,
 			FilesUnchanged: res.Stats.Unchanged, FilesFailed: int64(len(res.Warnings)),
 		},
 	}
-	if u, err := user.Current(); err == nil {
-		desc.Username = u.Username
+	if usr, err := user.Current(); err == nil {
+		desc.Username = usr.Username
 	}
 	if parent != nil {
 		desc.Parent = parent.ID
