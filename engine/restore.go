@@ -21,7 +21,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"coffer/engine/fsmeta"
-	"coffer/engine/source"
 	"coffer/engine/tree"
 	"coffer/index"
 	"coffer/repo"
@@ -210,7 +209,7 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 	walk = func(tr *tree.Tree, dir, rel string) error {
 		for i := range tr.Nodes {
 			n := &tr.Nodes[i]
-			r := source.JoinRel(rel, n.Name)
+			r := tree.JoinRel(rel, n.Name)
 			in, need := selected(includes, r)
 			if !in && !need {
 				continue
@@ -543,7 +542,7 @@ func (t *Tenant) List(ctx context.Context, s *Snapshot, dir string, fn func(Entr
 	walk = func(tr *tree.Tree, rel string) error {
 		for i := range tr.Nodes {
 			c := &tr.Nodes[i]
-			r := source.JoinRel(rel, c.Name)
+			r := tree.JoinRel(rel, c.Name)
 			if err := fn(entry(r, c)); err != nil {
 				return err
 			}
