@@ -25,6 +25,10 @@ var (
 	ErrInvalid          = errors.New("engine: invalid argument")
 	ErrAuth             = errors.New("engine: authentication failed")
 	ErrCorrupt          = errors.New("engine: corrupt record")
+	// ErrTreeLimit: a snapshot's tree is deeper, longer or larger (counted
+	// per path) than the limits of docs/design.md §6 allow; a walk stops
+	// and a commit is refused.
+	ErrTreeLimit = errors.New("engine: tree over a limit")
 )
 
 // LockedError reports who holds the repository.

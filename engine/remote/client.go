@@ -217,6 +217,8 @@ func codeError(code, msg string) error {
 		return fmt.Errorf("%w (remote: %s)", engine.ErrQuotaExceeded, msg)
 	case codeProtocol:
 		return fmt.Errorf("%w: %s", ErrProtocol, msg)
+	case codeLimit:
+		return fmt.Errorf("%w (remote: %s)", engine.ErrTreeLimit, msg)
 	}
 	return fmt.Errorf("%w: %s", ErrServer, msg)
 }
