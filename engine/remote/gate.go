@@ -4,16 +4,32 @@ import (
 	"container/list"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // gate bounds the connections that are not admitted yet (in the TLS
 // handshake, or being refused), apart from the admitted sessions: at most
-// max at once and perAddr from one source (an IPv4 address or an IPv6 /64).
-// A source over its share is closed at once; when the gate is full the
-// connection that has waited longest is closed to make room, so idle
-// connections cannot keep newcomers out: an attacker would have to open
-// connections faster than a customer completes a handshake (milliseconds).
-// Safe for concurrent use.
+// max at once. A connection is never turned away while there is room;
+// when there is none:
+//
+//  1. the oldest idle connection is closed to make room: one that has sent
+//     nothing for idleAfter (nothing read from it and nothing waiting in
+//     the kernel's receive buffer), while a client sends its TLS hello as
+//     soon as it connects;
+//  2. otherwise, the oldest connection of a source (an IPv4 address, an
+//     IPv6 /64) holding more than its share perAddr is closed;
+//  3. otherwise the newcomer is closed.
+//
+// So idle connections cannot keep customers out (a burst of them fills the
+// gate for idleAfter at most; holding it takes a steady max connections per
+// idleAfter, a flood for the firewall), and a source busy with many
+// handshakes loses its own places before anyone else does, while many
+// customers behind one address are never turned away for it while there
+// is room. Safe for concurrent use.
 type gate struct {
 	max, perAddr int
 
@@ -24,42 +40,106 @@ type gate struct {
 
 // pending is one connection in the gate.
 type pending struct {
-	conn    net.Conn
+	conn    net.Conn // the connection as the TLS server reads it
+	raw     net.Conn
 	addr    string
+	since   time.Time     // when it entered
+	heard   atomic.Bool   // bytes were read from it
 	elem    *list.Element // nil once it left
 	evicted chan struct{} // closed when the gate closed the connection
+}
+
+// gateConn is a connection in the gate as the TLS server sees it: it
+// notes that the client sent something.
+type gateConn struct {
+	net.Conn
+	p *pending
+}
+
+func (c *gateConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.p.heard.Store(true)
+	}
+	return n, err
+}
+
+// idle reports whether the client has sent nothing in the idleAfter since
+// it connected.
+func (p *pending) idle(now time.Time) bool {
+	return now.Sub(p.since) >= idleAfter && !p.heard.Load() && !bytesWaiting(p.raw)
+}
+
+// idleAfter is how long a connection may send nothing before the gate
+// counts it as idle.
+const idleAfter = 100 * time.Millisecond
+
+// bytesWaiting reports whether c's receive buffer holds bytes not read yet
+// (false when that cannot be told).
+func bytesWaiting(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	if rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }) != nil {
+		return false
+	}
+	return n > 0
 }
 
 func newGate(max, perAddr int) *gate {
 	return &gate{max: max, perAddr: perAddr, order: list.New(), byAddr: map[string]int{}}
 }
 
-// enter admits c to the gate, or returns nil when its source has perAddr
-// connections in the gate already. It may close the oldest connection in
-// the gate to make room, and returns that one's source ("" if none) for
-// the log.
-func (g *gate) enter(c net.Conn) (p *pending, evictedAddr string) {
+// enter admits c to the gate, closing another connection to make room if
+// need be (see gate); it returns c's place (c wrapped for the TLS server
+// is p.conn), or nil when c was closed, and the evicted connection's
+// source and the reason ("" if none), for the log.
+func (g *gate) enter(c net.Conn) (p *pending, evictedAddr, why string) {
+	now := time.Now()
 	addr := sourceKey(c.RemoteAddr())
-	var victim *pending
+	p = &pending{raw: c, addr: addr, since: now, evicted: make(chan struct{})}
+	p.conn = &gateConn{Conn: c, p: p}
 	g.mu.Lock()
-	if g.byAddr[addr] >= g.perAddr {
-		g.mu.Unlock()
-		return nil, ""
-	}
+	var victim *pending
 	if g.order.Len() >= g.max {
-		victim = g.order.Remove(g.order.Front()).(*pending)
+		victim, why = g.oldestLocked(func(o *pending) bool { return o.idle(now) }), "idle"
+		if victim == nil {
+			victim, why = g.oldestLocked(func(o *pending) bool { return g.byAddr[o.addr] > g.perAddr }), "address-share"
+		}
+		if victim == nil {
+			g.mu.Unlock()
+			c.Close()
+			return nil, "", ""
+		}
+		g.order.Remove(victim.elem)
 		g.dropLocked(victim)
 	}
-	p = &pending{conn: c, addr: addr, evicted: make(chan struct{})}
 	p.elem = g.order.PushBack(p)
 	g.byAddr[addr]++
 	g.mu.Unlock()
 	if victim != nil {
 		close(victim.evicted)
-		victim.conn.Close()
-		return p, victim.addr
+		victim.raw.Close()
+		return p, victim.addr, why
 	}
-	return p, ""
+	return p, "", ""
+}
+
+// oldestLocked returns the oldest connection in the gate for which ok
+// holds, or nil.
+func (g *gate) oldestLocked(ok func(*pending) bool) *pending {
+	for e := g.order.Front(); e != nil; e = e.Next() {
+		if o := e.Value.(*pending); ok(o) {
+			return o
+		}
+	}
+	return nil
 }
 
 // leave takes p out of the gate (it was admitted or refused); it may be
@@ -79,13 +159,6 @@ func (g *gate) dropLocked(p *pending) {
 	if g.byAddr[p.addr]--; g.byAddr[p.addr] <= 0 {
 		delete(g.byAddr, p.addr)
 	}
-}
-
-// len is the number of connections in the gate.
-func (g *gate) len() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.order.Len()
 }
 
 // sourceKey is the share of the gate a remote address counts against: its

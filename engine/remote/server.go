@@ -25,11 +25,13 @@ type Config struct {
 	MaxConns       int // admitted sessions at once (default 64)
 	MaxTenantConns int // admitted sessions of one tenant at once (default 16)
 	// MaxHandshakes bounds the connections not yet admitted (in the TLS
-	// handshake or being refused), apart from MaxConns; when full, the one
-	// that has waited longest is closed for a newcomer (default 64).
+	// handshake or being refused), apart from MaxConns. When it is full, a
+	// newcomer takes the place of the oldest connection that has sent
+	// nothing for 100 ms, else of the oldest of a source over its share,
+	// else it is closed (default 64; see gate).
 	MaxHandshakes int
-	// MaxHandshakesPerAddr bounds those of one source address (an IPv6
-	// /64); more are closed at once (default 8).
+	// MaxHandshakesPerAddr is the share of one source address (an IPv6
+	// /64) in a full handshake gate (default 8).
 	MaxHandshakesPerAddr int
 	// RefusalDelay is the time from the end of the handshake at which a
 	// refused key gets its answer, whatever the reason (unknown key,
@@ -225,16 +227,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			break
 		}
-		p, evicted := g.enter(c)
+		remote := c.RemoteAddr().String()
+		p, evicted, why := g.enter(c)
 		if p == nil {
-			s.cfg.Log("conn.busy", "remote", c.RemoteAddr().String(), "reason", "handshakes-per-address")
-			c.Close()
+			s.cfg.Log("conn.busy", "remote", remote, "reason", "handshakes")
 			continue
 		}
 		if evicted != "" {
-			s.cfg.Log("conn.evicted", "source", evicted, "reason", "handshakes")
+			s.cfg.Log("conn.evicted", "source", evicted, "reason", why)
 		}
-		sc := &serverConn{s: s, c: tls.Server(c, cfg), gate: g, pend: p}
+		sc := &serverConn{s: s, c: tls.Server(p.conn, cfg), gate: g, pend: p}
 		s.mu.Lock()
 		s.conns[sc] = struct{}{}
 		s.mu.Unlock()
