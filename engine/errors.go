@@ -31,6 +31,10 @@ var (
 	// ErrUnaudited: an action was done, but its audit entry could not be
 	// written; the error says what was done.
 	ErrUnaudited = errors.New("engine: the action was done but not audited")
+	// ErrTreeLimit: a snapshot's tree is deeper, longer or larger (counted
+	// per path) than the limits of docs/design.md §6 allow; a walk stops
+	// and a commit is refused.
+	ErrTreeLimit = errors.New("engine: tree over a limit")
 )
 
 // LockedError reports who holds the repository.
