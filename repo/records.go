@@ -220,42 +220,45 @@ func (r *Repo) settled(placed []*Member, copies [][]byte, errs []error) bool {
 	return true
 }
 
-// RecordCopy is one copy of a record and the drive it was read from.
+// RecordCopy is what one drive in service holds of a record: a copy (Data),
+// or the error that kept it from being read (Err; never "not found").
 type RecordCopy struct {
 	Drive DriveID
 	Data  []byte
+	Err   error
 }
 
 // ReadRecordCopies reads record name from every drive in service, for scrub:
-// it returns each copy found with its drive, and the errors of drives that
-// could not be read (not "not found"). The slices belong to the caller.
-func (r *Repo) ReadRecordCopies(ctx context.Context, name string) ([]RecordCopy, []error) {
+// one RecordCopy per drive that holds a copy or could not be read, in drive
+// ID order; drives without a copy are left out. The slice belongs to the
+// caller.
+func (r *Repo) ReadRecordCopies(ctx context.Context, name string) ([]RecordCopy, error) {
 	if err := checkRecordName(name); err != nil {
-		return nil, []error{err}
+		return nil, err
 	}
 	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		out  []RecordCopy // guarded by mu
-		errs []error      // guarded by mu
+		wg  sync.WaitGroup
+		mu  sync.Mutex
+		out []RecordCopy // guarded by mu
 	)
 	// One goroutine per drive: records are small, drives independent.
 	for _, m := range r.usable {
 		wg.Go(func() {
 			b, err := readRecord(ctx, m.Drive, name)
+			if errors.Is(err, ErrNotFound) {
+				return
+			}
 			mu.Lock()
 			defer mu.Unlock()
-			switch {
-			case err == nil:
-				out = append(out, RecordCopy{Drive: m.ID, Data: b})
-			case !errors.Is(err, ErrNotFound):
-				errs = append(errs, fmt.Errorf("read record %s on drive %s: %w", name, m.ID, err))
-			}
+			out = append(out, RecordCopy{Drive: m.ID, Data: b, Err: err})
 		})
 	}
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	slices.SortFunc(out, func(a, b RecordCopy) int { return bytes.Compare(a.Drive[:], b.Drive[:]) })
-	return out, errs
+	return out, nil
 }
 
 // DeleteRecordCopy removes the copy of record name on drive d, which must be
