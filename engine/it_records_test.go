@@ -2,12 +2,15 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"coffer/repo"
+	"coffer/repo/drivetest"
 )
 
 // TestITReplaceEveryDrive replaces the six drives of a 3-rack repository one
@@ -115,4 +118,155 @@ func replaceDrive(t *testing.T, dir, old, path string) {
 		t.Fatalf("drive add %s: %v", path, err)
 	}
 	e.Close()
+}
+
+// TestITBadDriveIsFailedNotFatal: one drive refuses every write (read-only
+// file system, or full). Backups, restores and their audit entries keep
+// working, the drive is shown suspect (also after reopening), scrub says so,
+// drive fail works although the drive held a copy of the config, and after
+// a replacement drive and scrub --repair every record is whole on the other
+// drives: a head node rebuilt from them alone finds every tenant and
+// snapshot.
+func TestITBadDriveIsFailedNotFatal(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		err    error
+		reason string
+	}{
+		{"read-only", syscall.EROFS, "read-only file system"},
+		{"full", syscall.ENOSPC, "no space left on device"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			dir := itInit(t, InitOptions{})
+			victim, victimDir := driveHolding(t, dir, configName)
+			o := Options{WrapDrive: func(id string, d repo.Drive) repo.Drive {
+				if id != victim {
+					return d
+				}
+				f := drivetest.NewFaulty(d)
+				f.Add(drivetest.Rule{Op: drivetest.OpPut, Action: drivetest.Fail, Err: tc.err})
+				return f
+			}}
+			e, err := Open(dir, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sources []rbSource
+			for i, name := range []string{"acme", "acme", "zeta"} {
+				src := filepath.Join(t.TempDir(), fmt.Sprintf("src%d", i))
+				itBuildTree(t, src, rbTree(i))
+				s := itBackup(t, itTenant(t, e, name), src)
+				sources = append(sources, rbSource{tenant: name, src: src, snap: s})
+			}
+			restoreAll(t, e, sources)
+			assertSuspect(t, e, victim, tc.reason)
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			// The mark is kept for the next process; scrub reports it.
+			e, err = Open(dir, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			assertSuspect(t, e, victim, tc.reason)
+			rep, err := e.Scrub(ctx, ScrubOptions{})
+			if !errors.Is(err, ErrCheckFailed) || rep.SuspectDrives != 1 {
+				t.Fatalf("scrub with a suspect drive: %v, %d suspect drives", err, rep.SuspectDrives)
+			}
+			failed, err := e.FailDrive(ctx, victim)
+			if err != nil {
+				t.Fatalf("drive fail of the drive that refuses writes: %v", err)
+			}
+			if _, _, err := e.AddDrive(ctx, failed.Rack, filepath.Join(dir, "drives", "new")); err != nil {
+				t.Fatalf("drive add of its replacement: %v", err)
+			}
+			if rep, err := e.Scrub(ctx, ScrubOptions{Repair: true}); err != nil {
+				t.Fatalf("scrub --repair after drive fail: %v\n%s", err, itProblems(rep))
+			}
+			if rep, err := e.Scrub(ctx, ScrubOptions{}); err != nil || len(rep.Problems) != 0 {
+				t.Fatalf("second scrub: %v %+v", err, rep.Problems)
+			}
+			restoreAll(t, e, sources)
+			if rep, err := e.VerifyAudit(ctx); err != nil || len(rep.Problems) != 0 {
+				t.Fatalf("audit --verify: %v %q", err, rep.Problems)
+			}
+			e.Close()
+
+			// The other drives alone hold every record.
+			var drives []DriveSpec
+			for _, d := range itDriveDirs(t, dir) {
+				if d != victimDir {
+					drives = append(drives, DriveSpec{Rack: "any", Path: d})
+				}
+			}
+			key := filepath.Join(t.TempDir(), "master.key")
+			raw, err := os.ReadFile(defaultKeyFile(dir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(key, raw, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			head := filepath.Join(t.TempDir(), "head")
+			if rb := rbRebuild(t, head, RebuildOptions{Drives: drives, MasterKeyFile: key}); rb.Tenants != 2 || rb.Snapshots != 3 {
+				t.Fatalf("rebuilt from the other drives: %d tenants, %d snapshots", rb.Tenants, rb.Snapshots)
+			}
+			rbRestoreAll(t, head, Options{MasterKeyFile: key}, sources)
+		})
+	}
+}
+
+// driveHolding returns the ID and folder of a drive of the repository in
+// dir that holds a copy of record name.
+func driveHolding(t *testing.T, dir, name string) (string, string) {
+	t.Helper()
+	for _, d := range itDriveDirs(t, dir) {
+		if _, err := os.Stat(filepath.Join(d, filepath.FromSlash(name))); err != nil {
+			continue
+		}
+		drv, err := repo.NewDirDrive(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ident, err := repo.ReadIdentity(context.Background(), drv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ident.Drive.String(), d
+	}
+	t.Fatalf("no drive holds %s", name)
+	return "", ""
+}
+
+// restoreAll restores every source's snapshot through e and compares it.
+func restoreAll(t *testing.T, e *Engine, sources []rbSource) {
+	t.Helper()
+	for _, s := range sources {
+		tn, err := e.OpenTenant(context.Background(), s.tenant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		itCompareTrees(t, s.src, itRestore(t, tn, s.snap, s.src))
+	}
+}
+
+// assertSuspect checks that drive list shows drive id suspect for reason.
+func assertSuspect(t *testing.T, e *Engine, id, reason string) {
+	t.Helper()
+	rep, err := e.DriveReport(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range rep.Drives {
+		want := ""
+		if d.ID == id {
+			want = reason
+		}
+		if d.Suspect != want || (want != "") != (d.SuspectSince != nil) {
+			t.Errorf("drive %s: suspect %q since %v, want %q", d.ID, d.Suspect, d.SuspectSince, want)
+		}
+	}
 }
