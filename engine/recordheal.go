@@ -32,14 +32,19 @@ import (
 // recordJudge tells, for one record name, which copies are valid and what
 // the index holds of it.
 type recordJudge struct {
-	what string   // "config", "tenant", "snapshot", "client keys", "audit entry", ...
-	lock [16]byte // the lockTenant key that every writer of the record holds
+	what string // "config", "tenant", "snapshot", "client keys", "audit entry", ...
+	// locks are the lockTenant keys that writers and deleters of the record
+	// hold, in the order they take them.
+	locks [][16]byte
 	// preferIndex: among valid copies of the same version the index's copy
 	// wins (the audit records, whose index copy is what verify trusts);
 	// otherwise the copy most drives hold does.
 	preferIndex bool
 	valid       func(b []byte) (version uint64, tomb bool, ok bool)
 	indexCopy   func() ([]byte, error) // the index's copy; nil, nil if none
+	// owner is the tenant whose key seals the record, or nil: a record of
+	// a tenant shredded meanwhile is left alone.
+	owner *[16]byte
 }
 
 // recordFinding is what was found about one record that is not whole.
@@ -242,9 +247,14 @@ func (h *recordHealer) heal(ctx context.Context, name string) (*recordFinding, e
 	if !h.repair || f.noValid {
 		return f, nil
 	}
-	// Repair under the writers' lock, on what the drives hold then.
-	unlock := h.e.lockTenant(j.lock)
-	defer unlock()
+	// Repair under the writers' locks, on what the drives hold then.
+	for _, l := range j.locks {
+		defer h.e.lockTenant(l)()
+	}
+	if j.owner != nil && !h.live(*j.owner) {
+		f.repairErr = "not repaired: its tenant was shredded during the scrub"
+		return f, nil
+	}
 	again, winner, copies, err := h.examine(ctx, name, j)
 	switch {
 	case err != nil:
@@ -312,6 +322,12 @@ func (h *recordHealer) examine(ctx context.Context, name string, j *recordJudge)
 		}
 	}
 	return f, winner, copies, nil
+}
+
+// live reports whether the index still holds tenant id with its key.
+func (h *recordHealer) live(id [16]byte) bool {
+	rec, err := h.e.db.Tenant(index.TenantID(id))
+	return err == nil && len(rec.Wrapped) > 0
 }
 
 func (h *recordHealer) suspect(d repo.DriveID) bool {
@@ -485,7 +501,7 @@ func notFound(b []byte, err error) ([]byte, error) {
 
 func (h *recordHealer) configJudge() *recordJudge {
 	return &recordJudge{
-		what: "config", lock: tenantAdmin,
+		what: "config", locks: [][16]byte{tenantAdmin},
 		valid: func(b []byte) (uint64, bool, bool) {
 			r, err := decodeRecord(b)
 			if err != nil || r.Kind != recConfig || r.tombstone() {
@@ -513,7 +529,7 @@ func (h *recordHealer) configJudge() *recordJudge {
 
 func (h *recordHealer) tenantJudge(id [16]byte, name string) *recordJudge {
 	return &recordJudge{
-		what: "tenant", lock: tenantAdmin,
+		what: "tenant", locks: [][16]byte{tenantAdmin},
 		valid: sealedValid(recTenant, h.admin, id, name),
 		indexCopy: func() ([]byte, error) {
 			rec, err := h.e.db.Tenant(index.TenantID(id))
@@ -533,7 +549,7 @@ func (h *recordHealer) tenantJudge(id [16]byte, name string) *recordJudge {
 
 func (h *recordHealer) clientKeysJudge(t *Tenant, name string) *recordJudge {
 	return &recordJudge{
-		what: "client keys", lock: tenantAdmin,
+		what: "client keys", locks: [][16]byte{tenantAdmin}, owner: &t.id,
 		valid: sealedValid(recClientKeys, []*[KeySize]byte{&t.keys.meta}, t.id, name),
 		indexCopy: func() ([]byte, error) {
 			raw, err := notFound(h.e.db.Meta(clientKeysMeta(t.id)))
@@ -547,7 +563,9 @@ func (h *recordHealer) clientKeysJudge(t *Tenant, name string) *recordJudge {
 
 func (h *recordHealer) snapshotJudge(t *Tenant, sid [16]byte, name string) *recordJudge {
 	return &recordJudge{
-		what: "snapshot", lock: t.id,
+		// A shred (tenantAdmin) deletes the tenant's records; backups and
+		// forget (the tenant's lock) write them.
+		what: "snapshot", locks: [][16]byte{tenantAdmin, t.id}, owner: &t.id,
 		valid: sealedValid(recSnapshot, []*[KeySize]byte{&t.keys.meta}, t.id, name),
 		indexCopy: func() ([]byte, error) {
 			rec, err := h.e.db.Snapshot(index.TenantID(t.id), index.SnapshotID(sid))
@@ -563,7 +581,7 @@ func (h *recordHealer) snapshotJudge(t *Tenant, sid [16]byte, name string) *reco
 
 func (h *recordHealer) auditEntryJudge(seq uint64) *recordJudge {
 	return &recordJudge{
-		what: "audit entry", lock: auditLockID, preferIndex: true,
+		what: "audit entry", locks: [][16]byte{auditLockID}, preferIndex: true,
 		valid: func(b []byte) (uint64, bool, bool) {
 			a, err := decodeAuditRec(b)
 			return seq, false, err == nil && a.seq == seq
@@ -587,7 +605,7 @@ func (h *recordHealer) auditEntryJudge(seq uint64) *recordJudge {
 
 func (h *recordHealer) auditHeadJudge() *recordJudge {
 	return &recordJudge{
-		what: "audit head", lock: auditLockID, preferIndex: true,
+		what: "audit head", locks: [][16]byte{auditLockID}, preferIndex: true,
 		valid: func(b []byte) (uint64, bool, bool) {
 			seq, _, err := decodeAuditHead(b)
 			return seq, false, err == nil
@@ -598,7 +616,7 @@ func (h *recordHealer) auditHeadJudge() *recordJudge {
 
 func (h *recordHealer) auditKeysJudge() *recordJudge {
 	return &recordJudge{
-		what: "audit keys", lock: auditLockID, preferIndex: true,
+		what: "audit keys", locks: [][16]byte{auditLockID}, preferIndex: true,
 		valid: func(b []byte) (uint64, bool, bool) {
 			v, _, err := decodeAuditEnvelope(b, recAuditKeys)
 			if err != nil {
