@@ -125,10 +125,12 @@ var scrubLockID = [16]byte{'c', 'o', 'f', 'f', 'e', 'r', '/', 's', 'c', 'r', 'u'
 // sealed pack header, so that a shard rewritten together with fresh CRCs is
 // caught. It lists every drive for misplaced copies, orphaned shards
 // (interrupted writes; containers of no live tenant) and stale temporary
-// files. With o.Repair it rebuilds what is missing or corrupt onto healthy
+// files, and reads every copy of every replicated record (scrubRecords).
+// With o.Repair it rebuilds what is missing or corrupt onto healthy
 // drives keeping racks spread (repo.PlaceRepair), re-homes shards off drives
-// out of service, corrects the index, and removes orphans, misplaced copies
-// and stale temporary files. docs/design.md gives the failure model and
+// out of service, corrects the index, rewrites missing and stale record
+// copies where the records belong, and removes orphans, misplaced copies,
+// record copies off their placement and stale temporary files. docs/design.md gives the failure model and
 // the order of writes that keeps a repair crash-safe.
 //
 // Memory is bounded: packs are streamed from the index and handled one at a
