@@ -74,7 +74,7 @@ func runScrub(cmd *cobra.Command, g *globals, repair bool) error {
 // carry IDs only (pack, shard, drive, tenant), never names or content.
 func printScrubReport(w io.Writer, rep *engine.ScrubReport) {
 	el := time.Duration(rep.Seconds * float64(time.Second)).Round(time.Millisecond)
-	fmt.Fprintf(w, "scrubbed %s, %s, %s, %s in %s: %s, %s, %s, %s, %s, %s not whole\n",
+	fmt.Fprintf(w, "scrubbed %s, %s, %s, %s in %s: %s, %s, %s, %s, %s, %s\n",
 		plural(rep.Packs, "pack", "packs"), plural(rep.Shards, "shard", "shards"), formatBytes(rep.Bytes),
 		plural(rep.RecordsChecked, "record", "records"), el,
 		scrubCount(rep.Missing, rep.Repair, "missing", "missing"),
@@ -82,7 +82,7 @@ func printScrubReport(w io.Writer, rep *engine.ScrubReport) {
 		scrubCount(rep.Misplaced, rep.Repair, "misplaced", "misplaced"),
 		scrubCount(rep.Orphaned, rep.Repair, "orphaned", "orphaned"),
 		scrubCount(rep.StaleTemp, rep.Repair, "stale temporary file", "stale temporary files"),
-		scrubCount(rep.Records, rep.Repair, "record", "records"))
+		scrubCount(rep.Records, rep.Repair, "record not whole", "records not whole"))
 	below := plural(rep.BelowFull, "pack", "packs") + " below full redundancy"
 	if rep.Repair && rep.BelowFull > 0 {
 		below += fmt.Sprintf(" (%d after repair)", rep.StillBelowFull)
@@ -131,7 +131,7 @@ func scrubCount(c engine.ScrubCount, repair bool, one, many string) string {
 }
 
 // scrubLine renders one problem: "corrupt: tenant T pack P shard 3 on drive
-// D: detail [repaired]".
+// D: detail [repaired]", or "record: r/tenants/T: detail [repaired]".
 func scrubLine(p engine.ScrubProblem, repair bool) string {
 	var b strings.Builder
 	b.WriteString(p.Kind + ":")
@@ -145,7 +145,7 @@ func scrubLine(p engine.ScrubProblem, repair bool) string {
 		fmt.Fprintf(&b, " shard %d", *p.Shard)
 	}
 	if p.Record != "" {
-		b.WriteString(" record " + p.Record)
+		b.WriteString(" " + p.Record)
 	}
 	if p.Drive != "" {
 		b.WriteString(" on drive " + p.Drive)
