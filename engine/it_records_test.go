@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 
@@ -268,5 +269,114 @@ func assertSuspect(t *testing.T, e *Engine, id, reason string) {
 		if d.Suspect != want || (want != "") != (d.SuspectSince != nil) {
 			t.Errorf("drive %s: suspect %q since %v, want %q", d.ID, d.Suspect, d.SuspectSince, want)
 		}
+	}
+}
+
+// plRecordDamage damages the records of the repository in dir (closed): a
+// snapshot record loses a copy, the tenant record gets a stale copy and
+// loses another, and the config gets a copy off its placement.
+func plRecordDamage(t *testing.T, dir string, e *Engine, tn *Tenant, s *Snapshot) {
+	t.Helper()
+	ctx := context.Background()
+	snap := recordFiles(t, dir, "t/"+tn.ID()+"/s/"+s.ID)
+	mustRemove(t, snap[0])
+	ten := recordFiles(t, dir, "r/tenants/"+tn.ID())
+	old, err := os.ReadFile(ten[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.LockTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.UnlockTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, ten[1], old)
+	mustRemove(t, ten[2])
+	cfg := recordFiles(t, dir, configName)
+	b, err := os.ReadFile(cfg[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range itDriveDirs(t, dir) {
+		if p := filepath.Join(d, configName); !slices.Contains(cfg, p) {
+			mustWrite(t, p, b)
+			break
+		}
+	}
+}
+
+// plRecordCase loses power at drive write at (0: never) of a scrub --repair
+// that heals damaged records. Afterwards the next repair completes, and a
+// head node rebuilt from the drives alone finds the tenant and its snapshot:
+// no crash point of a record repair leaves a record with fewer copies than
+// it had. It returns the writes counted.
+func plRecordCase(t *testing.T, at int, seed uint64) int {
+	ctx := context.Background()
+	f := itNewFixture(t, InitOptions{}, itScrubTree())
+	e := itOpen(t, f.dir)
+	tn := itTenant(t, e, f.name)
+	plRecordDamage(t, f.dir, e, tn, f.snap)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	power := &plPower{writesOnly: true}
+	e2, err := Open(f.dir, Options{WrapDrive: power.wrap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	power.arm(at, seed, nil)
+	rep, errS := e2.Scrub(ctx, ScrubOptions{Repair: true})
+	ops, lost := power.state()
+	if !lost && (errS != nil || rep.Records.Repaired != 3) {
+		t.Fatalf("scrub --repair without a power loss: %v, %d records repaired: %s", errS, rep.Records.Repaired, itProblems(rep))
+	}
+	_ = e2.Close()
+	what := fmt.Sprintf("power lost at drive write %d of a record repair (of %d; lost %v)", at, ops, lost)
+
+	e3 := itOpen(t, f.dir)
+	if _, err := e3.Scrub(ctx, ScrubOptions{Repair: true}); err != nil {
+		t.Fatalf("%s: the next scrub --repair: %v", what, err)
+	}
+	if rep, err := e3.Scrub(ctx, ScrubOptions{}); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("%s: scrub after the next repair: %v\n%s", what, err, itProblems(rep))
+	}
+	e3.Close()
+	var drives []DriveSpec
+	for _, d := range itDriveDirs(t, f.dir) {
+		drives = append(drives, DriveSpec{Rack: "any", Path: d})
+	}
+	key := filepath.Join(t.TempDir(), "master.key")
+	raw, err := os.ReadFile(defaultKeyFile(f.dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	head := filepath.Join(t.TempDir(), "head")
+	if rb := rbRebuild(t, head, RebuildOptions{Drives: drives, MasterKeyFile: key}); rb.Tenants != 1 || rb.Snapshots != 1 {
+		t.Fatalf("%s: rebuilt from the drives: %d tenants, %d snapshots", what, rb.Tenants, rb.Snapshots)
+	}
+	rbRestoreAll(t, head, Options{MasterKeyFile: key}, []rbSource{{tenant: f.name, src: f.src, snap: f.snap}})
+	return ops
+}
+
+// TestCrashPowerLossRecordRepair loses power at every drive write of a
+// repairing scrub that heals records.
+func TestCrashPowerLossRecordRepair(t *testing.T) {
+	const seed = 20250301
+	var total int
+	t.Run("clean", func(t *testing.T) { total = plRecordCase(t, 0, seed) })
+	if t.Failed() || total == 0 {
+		t.Fatalf("the clean run failed or counted no drive writes (%d)", total)
+	}
+	step := 1
+	if testing.Short() {
+		step = max(1, total/4)
+	}
+	for at := 1; at <= total; at += step {
+		t.Run(fmt.Sprintf("write%02d", at), func(t *testing.T) { plRecordCase(t, at, seed+uint64(at)) })
 	}
 }
