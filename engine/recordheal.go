@@ -225,9 +225,10 @@ func (h *recordHealer) indexNames(ctx context.Context, visit func(string) error)
 	})
 }
 
-// heal examines one record and, with repair, makes it whole under the lock
-// its writers hold. It returns nil when the record is whole (or is not one
-// the healer can judge: a kind it does not know, a tenant it cannot open).
+// heal examines one record and, when it is not whole, examines it again
+// under the locks its writers hold and, with repair, makes it whole. It
+// returns nil when the record is whole (or is not one the healer can judge:
+// a kind it does not know, a tenant it cannot open; or is being written).
 func (h *recordHealer) heal(ctx context.Context, name string) (*recordFinding, error) {
 	j, ok := h.judgeFor(name)
 	if !ok {
@@ -244,30 +245,58 @@ func (h *recordHealer) heal(ctx context.Context, name string) (*recordFinding, e
 	if f.clean() {
 		return nil, nil
 	}
-	if !h.repair || f.noValid {
+	if f.noValid && !h.repair {
 		return f, nil
 	}
-	// Repair under the writers' locks, on what the drives hold then.
-	for _, l := range j.locks {
-		defer h.e.lockTenant(l)()
+	// Look again under the locks of the record's writers: a write in
+	// progress (a backup committing its snapshot) is not damage. A check
+	// does not wait for them: a record being written is looked at next time.
+	unlock, ok := h.lock(j.locks, h.repair)
+	if !ok {
+		return nil, nil
 	}
+	defer unlock()
 	if j.owner != nil && !h.live(*j.owner) {
-		f.repairErr = "not repaired: its tenant was shredded during the scrub"
-		return f, nil
+		return nil, nil // its tenant was shredded meanwhile
 	}
 	again, winner, copies, err := h.examine(ctx, name, j)
 	switch {
 	case err != nil:
 		return nil, err
 	case again == nil || again.clean():
-		f.repaired = true // a writer made it whole meanwhile
+		return nil, nil // a writer made it whole meanwhile
+	case !h.repair:
+		return again, nil
 	case again.noValid:
-		f.repairErr = "no valid copy left to copy from"
+		again.repairErr = "not repairable: no valid copy to copy from"
 	default:
 		h.fix(ctx, name, again, winner, copies)
-		f.repaired, f.repairErr = again.repaired, again.repairErr
 	}
-	return f, nil
+	return again, nil
+}
+
+// lock takes the locks of ids in order, waiting for each if wait, else
+// giving up (and releasing what it took) as soon as one is busy.
+func (h *recordHealer) lock(ids [][16]byte, wait bool) (func(), bool) {
+	var unlocks []func()
+	release := func() {
+		for i := len(unlocks) - 1; i >= 0; i-- {
+			unlocks[i]()
+		}
+	}
+	for _, id := range ids {
+		if wait {
+			unlocks = append(unlocks, h.e.lockTenant(id))
+			continue
+		}
+		u, ok := h.e.tryLockTenant(id)
+		if !ok {
+			release()
+			return nil, false
+		}
+		unlocks = append(unlocks, u)
+	}
+	return release, true
 }
 
 // examine reads every copy of name and classifies them. It returns a nil

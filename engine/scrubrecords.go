@@ -35,8 +35,6 @@ func (s *scrubber) scrubRecords(ctx context.Context) error {
 		p := ScrubProblem{Kind: ScrubRecord, Record: f.name, Detail: f.detail(), Repaired: f.repaired, RepairError: f.repairErr}
 		if f.repaired {
 			s.rep.Records.Repaired++
-		} else if f.noValid {
-			p.RepairError = "not repairable: no valid copy to copy from"
 		}
 		s.add(p)
 	})
