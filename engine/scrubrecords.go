@@ -58,7 +58,10 @@ func (s *scrubber) suspectDrives(older map[repo.DriveID]int) {
 		}
 		s.rep.SuspectDrives++
 		detail := fmt.Sprintf("the drive refused writes (%s) since %s; writes place around it", sp.Reason, sp.Since.UTC().Format(time.RFC3339))
-		if n := older[sp.Drive]; n > 0 {
+		switch n := older[sp.Drive]; {
+		case n == 1:
+			detail += "; 1 record holds an older copy on it"
+		case n > 1:
 			detail += fmt.Sprintf("; %d records hold older copies on it", n)
 		}
 		s.add(ScrubProblem{Kind: ScrubSuspect, Drive: sp.Drive.String(), Detail: detail,
