@@ -16,8 +16,11 @@ func configCopyPath(dir string) string { return filepath.Join(dir, "config.json"
 
 // updateConfig applies change to a copy of the config, bumps its record
 // version, and stores it: drives first (r/config), then the plain copy in the
-// repository folder, then the index. Only then does the engine use it, and
-// the drive set is reopened when change touched the drives.
+// repository folder, then the index. Only then does the engine use it. The
+// config record is written through the drive set the new config describes:
+// a drive being marked failed is not written (it may refuse writes), a drive
+// being added may take a copy. Callers hold the tenantAdmin lock, which
+// serialises every change of the config.
 func (e *Engine) updateConfig(ctx context.Context, change func(*config) error) error {
 	e.mu.Lock()
 	cfg := e.cfg
@@ -31,27 +34,25 @@ func (e *Engine) updateConfig(ctx context.Context, change func(*config) error) e
 	if err != nil {
 		return err
 	}
-	if err := e.writeConfig(ctx, &cfg, raw); err != nil {
+	r, err := e.openDrivesOf(cfg)
+	if err != nil {
+		return err
+	}
+	if err := e.writeConfig(ctx, r, &cfg, raw); err != nil {
 		return err
 	}
 	e.mu.Lock()
 	e.cfg = cfg
-	e.mu.Unlock()
-	r, err := e.openDrives()
-	if err != nil {
-		return err
-	}
-	e.mu.Lock()
 	e.repo = r
 	e.mu.Unlock()
 	return nil
 }
 
-// writeConfig stores raw (the JSON of cfg) on the drives, in the folder copy
-// and in the index, in that order.
-func (e *Engine) writeConfig(ctx context.Context, cfg *config, raw []byte) error {
+// writeConfig stores raw (the JSON of cfg) on the drives of r, in the folder
+// copy and in the index, in that order.
+func (e *Engine) writeConfig(ctx context.Context, r *repo.Repo, cfg *config, raw []byte) error {
 	rec := &record{Kind: recConfig, Version: cfg.Record, Body: raw}
-	if err := e.rp().PutRecord(ctx, configName, rec.encode()); err != nil {
+	if err := r.PutRecord(ctx, configName, rec.encode()); err != nil {
 		return fmt.Errorf("write repository config to drives: %w", err)
 	}
 	if err := writeFileDurable(configCopyPath(e.dir), raw, 0o600); err != nil {

@@ -43,6 +43,12 @@ type Engine struct {
 	revokeMu sync.Mutex
 	onRevoke []func(Revocation)
 
+	// health remembers suspect drives for every drive set of the process
+	// (see driveHealth); made once, safe for concurrent use.
+	healthOnce sync.Once
+	health     *repo.Health
+	healthMu   sync.Mutex // serialises keepSuspect's index writes
+
 	mu  sync.Mutex // guards cfg, repo and tenantMu
 	cfg config
 	// tenantMu serialises writers of one tenant (backups, tenant changes).
@@ -340,9 +346,11 @@ func (e *Engine) open() error {
 
 // openDrives opens every configured drive folder. A missing or foreign drive
 // is left out with a warning: reads reconstruct from the others.
-func (e *Engine) openDrives() (*repo.Repo, error) {
+func (e *Engine) openDrives() (*repo.Repo, error) { return e.openDrivesOf(e.conf()) }
+
+// openDrivesOf opens the drives of cfg (see openDrives).
+func (e *Engine) openDrivesOf(cfg config) (*repo.Repo, error) {
 	ctx := context.Background()
-	cfg := e.conf()
 	var members []repo.Member
 	for _, d := range cfg.Drives {
 		id, err := repo.ParseDriveID(d.ID)
@@ -350,7 +358,7 @@ func (e *Engine) openDrives() (*repo.Repo, error) {
 			return nil, fmt.Errorf("%w: drive ID %q in configuration", ErrCorrupt, d.ID)
 		}
 		m := repo.Member{ID: id, Rack: d.Rack, Failed: d.State != driveActive}
-		drv, err := e.openDrive(ctx, d, id)
+		drv, err := e.openDrive(ctx, cfg, d, id)
 		if err != nil {
 			if !m.Failed {
 				e.opts.warnf("drive %s (rack %s) is unavailable, reads reconstruct from the other drives: %s", d.ID, d.Rack, strings.TrimPrefix(err.Error(), "repo: "))
@@ -362,10 +370,10 @@ func (e *Engine) openDrives() (*repo.Repo, error) {
 		}
 		members = append(members, m)
 	}
-	return repo.New(members, repo.Options{K: cfg.K, M: cfg.M, BlockSize: cfg.BlockSize})
+	return repo.New(members, repo.Options{K: cfg.K, M: cfg.M, BlockSize: cfg.BlockSize, Health: e.driveHealth()})
 }
 
-func (e *Engine) openDrive(ctx context.Context, d driveConfig, id repo.DriveID) (repo.Drive, error) {
+func (e *Engine) openDrive(ctx context.Context, cfg config, d driveConfig, id repo.DriveID) (repo.Drive, error) {
 	var drv repo.Drive
 	path := resolveDrivePath(e.dir, d.Path)
 	dd, err := openDrivePath(ctx, path, s3Options(e.opts.S3CAFile, e.opts.S3AllowVersioning), false)
@@ -380,7 +388,7 @@ func (e *Engine) openDrive(ctx context.Context, d driveConfig, id repo.DriveID) 
 	if err != nil {
 		return nil, err
 	}
-	if cfg := e.conf(); ident.Repository != cfg.repoID() || ident.Drive != id {
+	if ident.Repository != cfg.repoID() || ident.Drive != id {
 		return nil, fmt.Errorf("%w: %s carries drive %s of repository %x", repo.ErrForeignDrive, path, ident.Drive, ident.Repository[:])
 	}
 	return drv, nil

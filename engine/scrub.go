@@ -57,6 +57,7 @@ type ScrubProblem struct {
 	Tenant string `json:"tenant,omitempty"` // tenant ID (its container name)
 	Pack   string `json:"pack,omitempty"`
 	Shard  *int   `json:"shard,omitempty"`
+	Record string `json:"record,omitempty"` // name of a replicated record (IDs only)
 	Drive  string `json:"drive,omitempty"`
 	Detail string `json:"detail"`
 	// Repaired says the problem is gone: the shard was rebuilt, the copy or
@@ -88,6 +89,13 @@ type ScrubReport struct {
 	StaleTemp ScrubCount `json:"stale_temp"`
 	Errors    int64      `json:"errors"` // things that could not be checked
 
+	// Records counts the replicated records found not whole (ScrubRecord);
+	// RecordsChecked those examined. SuspectDrives counts the drives in
+	// service that refuse writes (ScrubSuspect), which scrub cannot repair.
+	Records        ScrubCount `json:"records"`
+	RecordsChecked int64      `json:"records_checked"`
+	SuspectDrives  int64      `json:"suspect_drives"`
+
 	// BelowFull counts the packs found with fewer than k+m good shards;
 	// StillBelowFull those still so after repair (without Repair, the same).
 	BelowFull      int64 `json:"packs_below_full_redundancy"`
@@ -101,8 +109,8 @@ type ScrubReport struct {
 
 // Unrepaired returns how many findings remain: all of them without Repair.
 func (r *ScrubReport) Unrepaired() int64 {
-	n := r.Errors
-	for _, c := range []ScrubCount{r.Missing, r.Corrupt, r.Misplaced, r.Orphaned, r.StaleTemp} {
+	n := r.Errors + r.SuspectDrives
+	for _, c := range []ScrubCount{r.Missing, r.Corrupt, r.Misplaced, r.Orphaned, r.StaleTemp, r.Records} {
 		n += c.Found - c.Repaired
 	}
 	return n
@@ -117,10 +125,12 @@ var scrubLockID = [16]byte{'c', 'o', 'f', 'f', 'e', 'r', '/', 's', 'c', 'r', 'u'
 // sealed pack header, so that a shard rewritten together with fresh CRCs is
 // caught. It lists every drive for misplaced copies, orphaned shards
 // (interrupted writes; containers of no live tenant) and stale temporary
-// files. With o.Repair it rebuilds what is missing or corrupt onto healthy
+// files, and reads every copy of every replicated record (scrubRecords).
+// With o.Repair it rebuilds what is missing or corrupt onto healthy
 // drives keeping racks spread (repo.PlaceRepair), re-homes shards off drives
-// out of service, corrects the index, and removes orphans, misplaced copies
-// and stale temporary files. docs/design.md gives the failure model and
+// out of service, corrects the index, rewrites missing and stale record
+// copies where the records belong, and removes orphans, misplaced copies,
+// record copies off their placement and stale temporary files. docs/design.md gives the failure model and
 // the order of writes that keeps a repair crash-safe.
 //
 // Memory is bounded: packs are streamed from the index and handled one at a
@@ -170,9 +180,9 @@ func (e *Engine) Scrub(ctx context.Context, o ScrubOptions) (*ScrubReport, error
 	}
 	if o.Repair {
 		r := s.rep
-		detail := fmt.Sprintf("missing=%d corrupt=%d misplaced=%d orphaned=%d repaired=%d",
-			r.Missing.Found, r.Corrupt.Found, r.Misplaced.Found, r.Orphaned.Found,
-			r.Missing.Repaired+r.Corrupt.Repaired+r.Misplaced.Repaired+r.Orphaned.Repaired+r.StaleTemp.Repaired)
+		detail := fmt.Sprintf("missing=%d corrupt=%d misplaced=%d orphaned=%d records=%d repaired=%d",
+			r.Missing.Found, r.Corrupt.Found, r.Misplaced.Found, r.Orphaned.Found, r.Records.Found,
+			r.Missing.Repaired+r.Corrupt.Repaired+r.Misplaced.Repaired+r.Orphaned.Repaired+r.StaleTemp.Repaired+r.Records.Repaired)
 		err = e.audited(ctx, "scrub.repair", [16]byte{}, detail, err)
 	}
 	return s.rep, err
@@ -237,6 +247,9 @@ func (s *scrubber) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("scrub packs of tenant %s: %w", t.ID(), err)
 		}
+	}
+	if err := s.scrubRecords(ctx); err != nil {
+		return err
 	}
 	if s.o.Repair {
 		if err := s.removeAll(ctx); err != nil {

@@ -111,6 +111,10 @@ func (t *Tenant) commitSnapshot(ctx context.Context, s *Snapshot, id [16]byte) e
 	name := snapshotRecordName(t.id, id)
 	rec := sealRecord(&t.keys.meta, recSnapshot, 0, 1, t.id, name, body)
 	if err := t.e.rp().PutRecord(ctx, name, rec); err != nil {
+		// Below its quorum the write failed: the copies that did reach a
+		// drive (the name is new) are removed, best effort, so that an index
+		// rebuild does not bring back a backup that was reported as failed.
+		_ = t.e.rp().DeleteRecord(context.WithoutCancel(ctx), name)
 		return fmt.Errorf("write snapshot record to drives: %w", err)
 	}
 	b := t.e.db.NewBatch()

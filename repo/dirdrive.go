@@ -83,6 +83,18 @@ func (d *DirDrive) Free(ctx context.Context) (avail, total int64, err error) {
 	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
 }
 
+var _ InodeReporter = (*DirDrive)(nil)
+
+// FreeInodes reports the files that can still be created on the drive's file
+// system, and its total (0 on file systems without a fixed number).
+func (d *DirDrive) FreeInodes(ctx context.Context) (avail, total int64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(d.root, &st); err != nil {
+		return 0, 0, fmt.Errorf("repo: free inodes of %s: %w", d.root, err)
+	}
+	return int64(st.Ffree), int64(st.Files), nil
+}
+
 func (d *DirDrive) path(name string) string {
 	return filepath.Join(d.root, filepath.FromSlash(name))
 }

@@ -629,7 +629,7 @@ func (r *Repo) RewriteShard(ctx context.Context, p PackInfo, i int, to DriveID, 
 	}
 	name := ShardName(p.Container, p.ID, i)
 	r.evictShard(to, name)
-	if err := dst.Drive.Put(ctx, name, file); err != nil {
+	if err := r.noted(ctx, to, dst.Drive.Put(ctx, name, file)); err != nil {
 		return fmt.Errorf("rewrite pack %s shard %d to drive %s: %w", p.ID, i, to, err)
 	}
 	return nil

@@ -27,6 +27,7 @@ import (
 // (shard i's own drive is a candidate when it is in service: rewriting in
 // place needs no index change). Among them it prefers, in this order:
 //
+//  0. a drive that writes do not avoid (not suspect; see Health);
 //  1. the rack that holds the fewest shards of p, counting only shards other
 //     than i on drives in service, so no rack holds more than m shards of a
 //     pack when the drives allow it (adding to the emptiest rack never raises
@@ -58,6 +59,7 @@ func (r *Repo) PlaceRepair(p PackInfo, i int, load func(DriveID) int64) (DriveID
 	}
 	type cand struct {
 		m     *Member
+		avoid bool
 		rack  int
 		own   bool
 		load  int64
@@ -68,7 +70,7 @@ func (r *Repo) PlaceRepair(p PackInfo, i int, load func(DriveID) int64) (DriveID
 		if holds[m.ID] {
 			continue
 		}
-		c := cand{m: m, rack: perRack[m.Rack], own: m.ID == p.Drives[i]}
+		c := cand{m: m, avoid: r.health.avoid(m.ID), rack: perRack[m.Rack], own: m.ID == p.Drives[i]}
 		if load != nil {
 			c.load = load(m.ID)
 		}
@@ -81,6 +83,11 @@ func (r *Repo) PlaceRepair(p PackInfo, i int, load func(DriveID) int64) (DriveID
 	}
 	best := slices.MinFunc(cands, func(a, b cand) int {
 		switch {
+		case a.avoid != b.avoid:
+			if b.avoid {
+				return -1
+			}
+			return 1
 		case a.rack != b.rack:
 			return a.rack - b.rack
 		case a.own != b.own:

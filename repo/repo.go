@@ -30,6 +30,9 @@ type Options struct {
 	// WriteQuorum is how many shards of a pack must be durable for a write to
 	// succeed; default K+1, bounded to K..K+M.
 	WriteQuorum int
+	// Health remembers suspect drives across Repos of the same drive set;
+	// nil means a new one for this Repo only.
+	Health *Health
 }
 
 // Defaults for Options.K and Options.M.
@@ -84,6 +87,7 @@ type Repo struct {
 	usable  []*Member           // non-failed members, in the order given; immutable
 	headers *headerCache        // shard headers and block tables recently read
 	blocks  *blockCache         // shard blocks recently read and checked
+	health  *Health             // suspect drives; safe for concurrent use
 }
 
 // New returns a Repo over members. It needs at least K members that are not
@@ -100,6 +104,10 @@ func New(members []Member, opts Options) (*Repo, error) {
 		byID:    make(map[DriveID]*Member, len(members)),
 		headers: newHeaderCache(headerCacheEntries),
 		blocks:  newBlockCache(blockCacheEntries),
+		health:  opts.Health,
+	}
+	if r.health == nil {
+		r.health = NewHealth(nil)
 	}
 	for i := range r.members {
 		m := &r.members[i]
@@ -126,6 +134,9 @@ func New(members []Member, opts Options) (*Repo, error) {
 	}
 	return r, nil
 }
+
+// Health returns the tracker of suspect drives that r writes to.
+func (r *Repo) Health() *Health { return r.health }
 
 // Options returns the options in use, with defaults filled in.
 func (r *Repo) Options() Options { return r.opts }

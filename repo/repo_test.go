@@ -268,11 +268,19 @@ func TestRecords(t *testing.T) {
 	if _, err := r.GetRecord(ctx, "r/tenants/none"); !errors.Is(err, repo.ErrNotFound) {
 		t.Errorf("GetRecord of a missing record with 2 drives gone = %v, want ErrNotFound", err)
 	}
-	// Writing needs every placed drive.
-	if err := r.PutRecord(ctx, name, []byte("v2")); err == nil {
-		t.Error("PutRecord succeeded with two placed drives gone")
-	} else if msg := err.Error(); !containsAll(msg, holders[0].String(), holders[1].String()) {
-		t.Errorf("PutRecord error does not name the gone drives: %s", msg)
+	// Two placed drives gone: their copies go to spares, and the newest
+	// version is found although the placed drives left hold only one copy.
+	if err := r.PutRecord(ctx, name, []byte("v2")); err != nil {
+		t.Errorf("PutRecord with two placed drives gone: %v", err)
+	}
+	copies, err = r.GetRecord(ctx, name)
+	if err != nil || len(copies) != 3 {
+		t.Errorf("GetRecord after a write to spares = %q, %v", copies, err)
+	}
+	for _, c := range copies {
+		if string(c) != "v2" {
+			t.Errorf("GetRecord after a write to spares found %q", c)
+		}
 	}
 	td.faulty[holders[2]].Vanish()
 	if _, err := r.GetRecord(ctx, "r/tenants/none"); err == nil || errors.Is(err, repo.ErrNotFound) {

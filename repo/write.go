@@ -97,6 +97,42 @@ type SpaceReporter interface {
 	Free(ctx context.Context) (avail, total int64, err error)
 }
 
+// InodeReporter is an optional ability of a Drive, found by type assertion:
+// FreeInodes returns the files that can still be created and the file
+// system's total (0 when it has no fixed number, like btrfs).
+type InodeReporter interface {
+	FreeInodes(ctx context.Context) (avail, total int64, err error)
+}
+
+// belowReserve reports whether writing an object of size bytes would leave
+// drive d with less than pct percent of its bytes or of its inodes free.
+// A drive that cannot tell (no such ability, or an error) is not below.
+func belowReserve(ctx context.Context, d Drive, size int64, pct int) bool {
+	if sr, ok := d.(SpaceReporter); ok {
+		if avail, total, err := sr.Free(ctx); err == nil && avail-size < total/100*int64(pct) {
+			return true
+		}
+	}
+	if ir, ok := d.(InodeReporter); ok {
+		// A put takes one inode, plus a few folders the first time.
+		if avail, total, err := ir.FreeInodes(ctx); err == nil && total > 0 && avail-8 < total/100*int64(pct) {
+			return true
+		}
+	}
+	return false
+}
+
+// healthyCount returns how many of ms writes do not avoid.
+func (r *Repo) healthyCount(ms []*Member) int {
+	n := 0
+	for _, m := range ms {
+		if !r.health.avoid(m.ID) {
+			n++
+		}
+	}
+	return n
+}
+
 // ErrDriveFull reports that too few drives have room outside their reserve.
 var ErrDriveFull = errors.New("repo: drives are full")
 
@@ -123,22 +159,26 @@ func (r *Repo) WritePackWith(ctx context.Context, container string, id PackID, e
 		candidates = nil
 		size := enc.ShardLen + int64(len(trailer)) + FixedHeaderLen
 		for _, m := range r.usable {
-			if sr, ok := m.Drive.(SpaceReporter); ok {
-				avail, total, err := sr.Free(ctx)
-				if err == nil && avail-size < total/100*int64(o.ReservePercent) {
-					full = append(full, m.ID.String())
-					continue
-				}
+			if belowReserve(ctx, m.Drive, size, o.ReservePercent) {
+				full = append(full, m.ID.String())
+				continue
 			}
 			candidates = append(candidates, m)
 		}
 		if len(candidates) < quorum {
-			return PackInfo{}, fmt.Errorf("place pack %s: %w: drive %s keep less free space than their %d%% reserve, which only prune, repair and shred may use",
+			return PackInfo{}, fmt.Errorf("place pack %s: %w: drive %s keep less free space (or fewer free inodes) than their %d%% reserve, which only prune, repair and shred may use",
 				id, ErrDriveFull, strings.Join(full, ", "), o.ReservePercent)
 		}
 	}
-	ranked := spread(candidates, append([]byte("pack\x00"), id[:]...), len(candidates))
-	placed := ranked[:min(n, len(candidates))]
+	// Suspect drives come last: while enough others reach the quorum they
+	// are not written (their shards stay unwritten, for scrub --repair);
+	// with too few others they are tried like any drive.
+	ranked := r.health.healthyFirst(spread(candidates, append([]byte("pack\x00"), id[:]...), len(candidates)))
+	usable := len(ranked)
+	if healthy := r.healthyCount(ranked); healthy >= quorum {
+		usable = healthy
+	}
+	placed := ranked[:min(n, usable)]
 	spares := ranked[len(placed):]
 	p := PackInfo{
 		ID: id, Container: container, K: enc.K, M: enc.M, BlockSize: r.opts.BlockSize,
@@ -244,7 +284,7 @@ func (r *Repo) putShard(ctx context.Context, p PackInfo, i int, m *Member, data,
 			err = m.Drive.Put(ctx, name, file)
 		}
 	}
-	if err != nil {
+	if err := r.noted(ctx, m.ID, err); err != nil {
 		return fmt.Errorf("write pack %s shard %d to drive %s: %w", p.ID, i, m.ID, err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -19,7 +20,7 @@ func newDriveCmd(g *globals) *cobra.Command {
 func newDriveListCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
-		Short: "List drives with state, shard count and used bytes, and the packs below full redundancy",
+		Short: "List drives with state (active, suspect, unavailable, failed), shard count and used bytes, and the packs below full redundancy",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			e, err := g.open(cmd)
@@ -38,8 +39,11 @@ func newDriveListCmd(g *globals) *cobra.Command {
 			fmt.Fprintln(w, "ID\tRACK\tSTATE\tSHARDS\tUSED\tPATH")
 			for _, d := range rep.Drives {
 				state := d.State
-				if d.State == "active" && !d.Available {
+				switch {
+				case d.State == "active" && !d.Available:
 					state = "unavailable"
+				case d.Suspect != "":
+					state = "suspect"
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Rack, state, d.Shards, formatBytes(d.UsedBytes), d.Path)
 			}
@@ -55,6 +59,10 @@ func newDriveListCmd(g *globals) *cobra.Command {
 				if d.Problem != "" && d.State == "active" {
 					fmt.Fprintf(g.stderr, "warning: drive %s: %s\n", d.ID, d.Problem)
 				}
+				if d.Suspect != "" {
+					fmt.Fprintf(g.stderr, "warning: drive %s refused writes (%s) since %s; writes place around it: fix it, or run coffer drive fail %s and replace it\n",
+						d.ID, d.Suspect, d.SuspectSince.Format(time.RFC3339), d.ID)
+				}
 			}
 			if rep.Warning != "" {
 				fmt.Fprintf(g.stderr, "warning: %s\n", rep.Warning)
@@ -67,7 +75,7 @@ func newDriveListCmd(g *globals) *cobra.Command {
 func newDriveFailCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "fail ID",
-		Short: "Mark a drive out of service: nothing is written to it and reads avoid it",
+		Short: "Mark a drive out of service: nothing is written to it, reads avoid it, and its records are re-placed at once",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			e, err := g.open(cmd)
@@ -82,7 +90,8 @@ func newDriveFailCmd(g *globals) *cobra.Command {
 			if g.json {
 				return g.printJSON(d)
 			}
-			fmt.Fprintf(g.stdout, "drive %s (rack %s, %s) is marked failed; run coffer scrub --repair to re-home its shards\n", d.ID, d.Rack, d.Path)
+			fmt.Fprintf(g.stdout, "drive %s (rack %s, %s) is marked failed; %s re-placed on the other drives; run coffer scrub --repair to re-home its shards\n",
+				d.ID, d.Rack, d.Path, plural(d.RecordsReplaced, "record", "records"))
 			return nil
 		},
 	}
@@ -113,7 +122,7 @@ func newDriveAddCmd(g *globals) *cobra.Command {
 			if g.json {
 				return g.printJSON(d)
 			}
-			fmt.Fprintf(g.stdout, "added drive %s in rack %s at %s\n", d.ID, d.Rack, d.Path)
+			fmt.Fprintf(g.stdout, "added drive %s in rack %s at %s; %s re-placed\n", d.ID, d.Rack, d.Path, plural(d.RecordsReplaced, "record", "records"))
 			return nil
 		},
 	}

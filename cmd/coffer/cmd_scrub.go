@@ -16,18 +16,23 @@ func newScrubCmd(g *globals) *cobra.Command {
 	var repair bool
 	c := &cobra.Command{
 		Use:   "scrub [--repair]",
-		Short: "Verify every shard in full and find missing, corrupt, misplaced and orphaned shards (--repair heals them)",
+		Short: "Verify every shard and replicated record in full and find what is missing, corrupt, misplaced or orphaned (--repair heals it)",
 		Long: `Read every shard of every pack in full and verify its header, its block
 checksums and its hash against the index and the tenant's sealed pack header (so
 a shard rewritten together with fresh checksums is caught). List every drive for
 shards on a drive the index does not record (misplaced), shards of packs the
 index does not know or of containers of no live tenant (orphaned), and
-temporary files of interrupted writes older than an hour.
+temporary files of interrupted writes older than an hour. Read every copy of
+every replicated record (config, tenants, snapshots, client keys, audit log):
+a record needs its newest valid version on each drive of its placement.
 
 With --repair: rebuild missing and corrupt shards from the others onto healthy
 drives keeping racks spread, move shards off drives marked failed, correct the
-index, and remove orphans, misplaced copies and stale temporary files. A second
-scrub after a repair is clean unless a pack lost more than its parity shards.
+index, rewrite missing and stale record copies where they belong (from the
+drives or the index), and remove orphans, misplaced copies, record copies off
+their placement and stale temporary files. A second scrub after a repair is
+clean unless a pack lost more than its parity shards or a drive refuses writes
+(suspect: fix it, or run coffer drive fail and replace it).
 
 Problems are listed by pack, shard, drive and tenant ID only. Built to run
 nightly: progress on a terminal, bounded memory, --json for monitoring.`,
@@ -69,13 +74,15 @@ func runScrub(cmd *cobra.Command, g *globals, repair bool) error {
 // carry IDs only (pack, shard, drive, tenant), never names or content.
 func printScrubReport(w io.Writer, rep *engine.ScrubReport) {
 	el := time.Duration(rep.Seconds * float64(time.Second)).Round(time.Millisecond)
-	fmt.Fprintf(w, "scrubbed %s, %s, %s in %s: %s, %s, %s, %s, %s\n",
-		plural(rep.Packs, "pack", "packs"), plural(rep.Shards, "shard", "shards"), formatBytes(rep.Bytes), el,
+	fmt.Fprintf(w, "scrubbed %s, %s, %s, %s in %s: %s, %s, %s, %s, %s, %s\n",
+		plural(rep.Packs, "pack", "packs"), plural(rep.Shards, "shard", "shards"), formatBytes(rep.Bytes),
+		plural(rep.RecordsChecked, "record", "records"), el,
 		scrubCount(rep.Missing, rep.Repair, "missing", "missing"),
 		scrubCount(rep.Corrupt, rep.Repair, "corrupt", "corrupt"),
 		scrubCount(rep.Misplaced, rep.Repair, "misplaced", "misplaced"),
 		scrubCount(rep.Orphaned, rep.Repair, "orphaned", "orphaned"),
-		scrubCount(rep.StaleTemp, rep.Repair, "stale temporary file", "stale temporary files"))
+		scrubCount(rep.StaleTemp, rep.Repair, "stale temporary file", "stale temporary files"),
+		scrubCount(rep.Records, rep.Repair, "record not whole", "records not whole"))
 	below := plural(rep.BelowFull, "pack", "packs") + " below full redundancy"
 	if rep.Repair && rep.BelowFull > 0 {
 		below += fmt.Sprintf(" (%d after repair)", rep.StillBelowFull)
@@ -85,6 +92,9 @@ func printScrubReport(w io.Writer, rep *engine.ScrubReport) {
 	}
 	if rep.Errors > 0 {
 		below += fmt.Sprintf(", %d could not be checked", rep.Errors)
+	}
+	if rep.SuspectDrives > 0 {
+		below += ", " + plural(rep.SuspectDrives, "drive refuses", "drives refuse") + " writes"
 	}
 	fmt.Fprintln(w, below)
 	for _, p := range rep.Problems {
@@ -121,7 +131,7 @@ func scrubCount(c engine.ScrubCount, repair bool, one, many string) string {
 }
 
 // scrubLine renders one problem: "corrupt: tenant T pack P shard 3 on drive
-// D: detail [repaired]".
+// D: detail [repaired]", or "record: r/tenants/T: detail [repaired]".
 func scrubLine(p engine.ScrubProblem, repair bool) string {
 	var b strings.Builder
 	b.WriteString(p.Kind + ":")
@@ -133,6 +143,9 @@ func scrubLine(p engine.ScrubProblem, repair bool) string {
 	}
 	if p.Shard != nil {
 		fmt.Fprintf(&b, " shard %d", *p.Shard)
+	}
+	if p.Record != "" {
+		b.WriteString(" " + p.Record)
 	}
 	if p.Drive != "" {
 		b.WriteString(" on drive " + p.Drive)
