@@ -175,6 +175,9 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	}()
 	unlock := t.e.lockTenant(t.id)
 	defer unlock()
+	if err := t.requireInStep(ctx); err != nil {
+		return nil, err
+	}
 	start := t.e.now()
 	if o.Time.IsZero() {
 		o.Time = start

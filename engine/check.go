@@ -55,7 +55,14 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 		return nil, err
 	}
 	known := map[string]bool{}
+	behind := map[string]bool{}        // tenants whose unindexed shards may hold what a snapshot needs
 	keys := map[string]registeredKey{} // lookup entry name → the key it should point at
+	if err := e.checkTenantRecords(ctx, false); err != nil {
+		if ctx.Err() != nil || IndexDamaged(err) {
+			return rep, err
+		}
+		rep.Problems = append(rep.Problems, trimPrefixes(err.Error()))
+	}
 	for _, te := range entries {
 		rep.Tenants++
 		known[hex.EncodeToString(te.rec.ID[:])] = true
@@ -72,9 +79,15 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 				keys[clientKeyLookupMeta(k.Key)] = registeredKey{tenant: te.rec.ID, fp: KeyFingerprint(k.Key)}
 			}
 		}
+		before := len(rep.Problems)
 		if err := t.check(ctx, o, rep, prog); err != nil {
 			return rep, err
 		}
+		lagging, err := t.checkLag(ctx, rep)
+		if err != nil {
+			return rep, err
+		}
+		behind[t.container()] = lagging || len(rep.Problems) > before
 	}
 	if err := e.checkKeyLookups(keys, rep); err != nil {
 		return rep, err
@@ -87,7 +100,11 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 		var tid index.TenantID
 		_ = decodeHexInto(tid[:], container)
 		if _, err := e.db.Pack(tid, index.PackID(id)); errors.Is(err, index.ErrNotFound) {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("drive %s holds shard %d of unindexed pack %s (an interrupted write; scrub --repair removes it)", d, i, id))
+			why := "an interrupted write; scrub --repair removes it"
+			if behind[container] {
+				why = "it may hold what a snapshot needs: coffer index rebuild adopts it, scrub keeps it"
+			}
+			rep.Notes = append(rep.Notes, fmt.Sprintf("drive %s holds shard %d of unindexed pack %s (%s)", d, i, id, why))
 		} else if err != nil {
 			return err
 		}
@@ -100,6 +117,33 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 		return rep, fmt.Errorf("%w: %d problems", ErrCheckFailed, len(rep.Problems))
 	}
 	return rep, nil
+}
+
+// checkLag compares the tenant's snapshot records on the drives with the
+// index, changing nothing: a snapshot on the drives that needs what the
+// index lacks is damage (the index is behind: coffer index rebuild); one
+// whose every blob is indexed (a backup stopped between its record and its
+// index batch) is a note. It reports whether the index is behind.
+func (t *Tenant) checkLag(ctx context.Context, rep *CheckReport) (bool, error) {
+	lag, err := t.snapshotLag(ctx, lagMode{})
+	if err != nil {
+		if ctx.Err() != nil || IndexDamaged(err) {
+			return false, err
+		}
+		rep.Problems = append(rep.Problems, fmt.Sprintf("tenant %s: %s", t.ID()[:8], trimPrefixes(err.Error())))
+		return true, nil
+	}
+	if lag == nil {
+		return false, nil
+	}
+	if len(lag.complete) > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("tenant %s: snapshot %s is on the drives but not in the index (a backup stopped after writing its record); the next command on the tenant (snapshots, backup, …) adds it, as does coffer index rebuild", t.ID()[:8], shortIDs(lag.complete)))
+	}
+	if err := lag.err(t); err != nil {
+		rep.Problems = append(rep.Problems, trimPrefixes(err.Error()))
+		return true, nil
+	}
+	return false, nil
 }
 
 // registeredKey is a client key as its tenant's sealed key set holds it.
