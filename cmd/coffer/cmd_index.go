@@ -101,35 +101,17 @@ func printRebuildNotes(w io.Writer, rep *engine.RebuildReport) {
 // master key file exists, it rebuilds the index first, says so on stderr,
 // and then opens again. Other errors are returned as they are.
 func (g *globals) openTenantRebuilding(cmd *cobra.Command) (*engine.Engine, *engine.Tenant, error) {
-	e, t, err := g.openTenant(cmd)
-	switch {
-	case err == nil:
+	e, t, err := g.openTenant(cmd) // a tenant the index lost: ErrIndexBehind
+	if err == nil {
 		if err = t.CheckSnapshotRecords(cmd.Context()); err == nil {
 			return e, t, nil
 		}
 		e.Close()
-	case errors.Is(err, engine.ErrTenantNotFound):
-		err = g.tenantsBehind(cmd, err)
 	}
 	if err := g.rebuildFor(cmd, err); err != nil {
 		return nil, nil, err
 	}
 	return g.openTenant(cmd)
-}
-
-// tenantsBehind returns why the tenant was not found: the index lacks a
-// tenant record the drives hold (an error wrapping ErrIndexBehind), or
-// notFound.
-func (g *globals) tenantsBehind(cmd *cobra.Command, notFound error) error {
-	e, err := g.open(cmd)
-	if err != nil {
-		return notFound
-	}
-	defer e.Close()
-	if err := e.CheckTenantRecords(cmd.Context()); errors.Is(err, engine.ErrIndexBehind) || engine.IndexDamaged(err) {
-		return err
-	}
-	return notFound
 }
 
 // rebuildFor rebuilds the index when cause says it is missing, damaged or

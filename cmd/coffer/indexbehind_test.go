@@ -216,3 +216,25 @@ func ibTruncate(t *testing.T, p string, n int64) {
 		t.Fatal(err)
 	}
 }
+
+// TestIndexLostTenant: the WAL of "tenant create" is lost whole (a lost disk
+// cache), so the index no longer knows the tenant its drives hold. backup
+// refuses naming coffer index rebuild (not "tenant not found"); snapshots
+// rebuilds by itself, and the tenant then backs up and restores.
+func TestIndexLostTenant(t *testing.T) {
+	r := newTestRepo(t, "acme")
+	ibTruncate(t, ibNewest(t, filepath.Join(r.dir, "index"), "*.log"), 0)
+	src := rebuildSource(t, 2)
+
+	res := r.run(t, nil, "backup", src)
+	checkErrorLine(t, res)
+	if !strings.Contains(res.stderr, "coffer index rebuild") {
+		t.Errorf("backup of a tenant the index lost does not name coffer index rebuild:\n%s", res)
+	}
+	res = r.must(t, nil, "snapshots")
+	if !strings.Contains(res.stderr, "is behind the drives; rebuilt it") {
+		t.Errorf("snapshots of a tenant the index lost does not rebuild:\n%s", res)
+	}
+	r.must(t, nil, "backup", src)
+	restoreAndCompare(t, r, src)
+}
