@@ -79,15 +79,15 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 				keys[clientKeyLookupMeta(k.Key)] = registeredKey{tenant: te.rec.ID, fp: KeyFingerprint(k.Key)}
 			}
 		}
-		before := len(rep.Problems)
-		if err := t.check(ctx, o, rep, prog); err != nil {
+		unreachable, err := t.check(ctx, o, rep, prog)
+		if err != nil {
 			return rep, err
 		}
 		lagging, err := t.checkLag(ctx, rep)
 		if err != nil {
 			return rep, err
 		}
-		behind[t.container()] = lagging || len(rep.Problems) > before
+		behind[t.container()] = lagging || unreachable
 	}
 	if err := e.checkKeyLookups(keys, rep); err != nil {
 		return rep, err
@@ -178,7 +178,10 @@ func (e *Engine) checkKeyLookups(keys map[string]registeredKey, rep *CheckReport
 	return nil
 }
 
-func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, prog *Progress) error {
+// check checks the tenant's packs, blobs and snapshots. unreachable says
+// that a snapshot needs a tree or content blob that cannot be read or is not
+// indexed (scrub then keeps the tenant's unindexed packs).
+func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, prog *Progress) (unreachable bool, err error) {
 	problem := func(format string, args ...any) {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("tenant %s: ", t.ID()[:8])+fmt.Sprintf(format, args...))
 	}
@@ -191,14 +194,14 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 			failed[id] = true
 		}
 	}
-	err := t.e.db.Packs(t.id, func(rec index.PackRec) error {
+	err = t.e.db.Packs(t.id, func(rec index.PackRec) error {
 		rep.Packs++
 		packs[rec.ID] = rec
 		t.checkPack(ctx, rec, o, rep, prog, problem, verified, failed)
 		return ctx.Err()
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	err = t.e.db.Blobs(t.id, func(id index.BlobID, loc index.BlobLoc) error {
 		rep.Blobs++
@@ -223,7 +226,7 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 		return ctx.Err()
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	seen := map[tree.ID]bool{}
 	err = t.e.db.Snapshots(t.id, func(rec index.SnapshotRec) error {
@@ -239,11 +242,12 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 			return nil
 		}
 		t.checkTree(ctx, id, seen, func(format string, args ...any) {
+			unreachable = true
 			problem("snapshot %s: "+format, append([]any{s.ID[:8]}, args...)...)
 		})
 		return ctx.Err()
 	})
-	return err
+	return unreachable, err
 }
 
 // verifiedBlob is a blob whose sealed bytes were authenticated and whose
