@@ -80,6 +80,9 @@ type snapshotLag struct {
 	behind   []index.SnapshotID // live records that need what the index does not locate
 	why      string             // why the first of behind is incomplete
 	adopted  bool               // complete was added to the index
+	// busy: a writer of the tenant holds its lock, so the names the index
+	// lacks may be indexed any moment; nothing was decided.
+	busy bool
 }
 
 // err returns nil, or the ErrIndexBehind sentence naming the snapshots.
@@ -92,10 +95,11 @@ func (l *snapshotLag) err(t *Tenant) error {
 }
 
 // snapshotLag compares the tenant's snapshot records on the drives with the
-// index (see CheckSnapshotRecords). Without m.held it takes the tenant's lock
-// only if it is free, and reports no lag when it is not: a backup writes its
-// snapshot record to the drives, then to the index, holding that lock, so
-// with the lock free what is still unindexed will stay so.
+// index (see CheckSnapshotRecords). It returns nil when the index knows every
+// name. Without m.held it takes the tenant's lock only if it is free, and
+// returns a lag marked busy, deciding nothing, when it is not: a backup
+// writes its snapshot record to the drives, then to the index, holding that
+// lock, so with the lock free what is still unindexed will stay so.
 func (t *Tenant) snapshotLag(ctx context.Context, m lagMode) (*snapshotLag, error) {
 	unknown, err := t.unknownSnapshotNames(ctx)
 	if err != nil || len(unknown) == 0 {
@@ -108,7 +112,7 @@ func (t *Tenant) snapshotLag(ctx context.Context, m lagMode) (*snapshotLag, erro
 	if !m.held {
 		unlock, ok := t.e.tryLockTenant(t.id)
 		if !ok {
-			return nil, nil
+			return &snapshotLag{busy: true}, nil
 		}
 		defer unlock()
 	}

@@ -384,8 +384,8 @@ func (s *scrubber) classify(ctx context.Context, d repo.DriveID, c string, id re
 			return nil // indexed meanwhile
 		}
 		g, err := s.orphanGate(ctx, c)
-		if err != nil {
-			return err
+		if err != nil || g == nil {
+			return err // g nil: a backup of this tenant is running; look next time
 		}
 		pi := -1
 		if count {
@@ -488,13 +488,14 @@ type orphanGate struct {
 }
 
 // orphanGate returns the tenant's gate, deciding it the first time and then
-// reporting a kept tenant as one index-behind problem.
+// reporting a kept tenant as one index-behind problem. It returns nil when
+// a writer of the tenant is running: nothing is decided until it is done.
 func (s *scrubber) orphanGate(ctx context.Context, c string) (*orphanGate, error) {
 	if g := s.gates[c]; g != nil {
 		return g, nil
 	}
 	g, err := s.decideGate(ctx, s.byName[c])
-	if err != nil {
+	if err != nil || g == nil {
 		return nil, err
 	}
 	s.gates[c] = g
@@ -516,9 +517,10 @@ func (s *scrubber) orphanGate(ctx context.Context, c string) (*orphanGate, error
 //     index holds (a lost pack record or blob location would otherwise
 //     make a needed pack look like an interrupted write).
 //
-// t is nil when the tenant's key does not open: its shards are kept. Only
-// errors of ctx or of the index itself are returned; a drive that cannot be
-// read keeps the shards.
+// t is nil when the tenant's key does not open: its shards are kept. The
+// gate is nil when a writer of the tenant holds its lock. Only errors of ctx
+// or of the index itself are returned; a drive that cannot be read keeps the
+// shards.
 func (s *scrubber) decideGate(ctx context.Context, t *Tenant) (*orphanGate, error) {
 	keep := func(format string, args ...any) (*orphanGate, error) {
 		return &orphanGate{keep: true, reason: fmt.Sprintf(format, args...)}, nil
@@ -534,6 +536,8 @@ func (s *scrubber) decideGate(ctx context.Context, t *Tenant) (*orphanGate, erro
 		return nil, err
 	case err != nil:
 		return keep("the snapshot records on the drives cannot be compared with the index: %s", trimPrefixes(err.Error()))
+	case lag != nil && lag.busy:
+		return nil, nil
 	case lag != nil && len(lag.behind) > 0:
 		return keep("index behind: run coffer index rebuild (the drives hold snapshot %s, which the index lacks: %s)", shortIDs(lag.behind), lag.why)
 	}
