@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"coffer/index"
@@ -79,7 +78,6 @@ type snapshotLag struct {
 	complete []index.SnapshotID // live records whose trees and content are indexed
 	behind   []index.SnapshotID // live records that need what the index does not locate
 	why      string             // why the first of behind is incomplete
-	adopted  bool               // complete was added to the index
 	// busy: a writer of the tenant holds its lock, so the names the index
 	// lacks may be indexed any moment; nothing was decided.
 	busy bool
@@ -242,17 +240,20 @@ func (t *Tenant) snapshotIndexed(ctx context.Context, rec index.SnapshotRec, mar
 // adopt adds the complete records to the index in one synced batch: the
 // index batch their backup did not commit.
 func (t *Tenant) adopt(live []index.SnapshotRec, lag *snapshotLag) error {
+	complete := make(map[index.SnapshotID]bool, len(lag.complete))
+	for _, id := range lag.complete {
+		complete[id] = true
+	}
 	b := t.e.db.NewBatch()
 	defer b.Close()
 	for _, rec := range live {
-		if slices.Contains(lag.complete, rec.ID) {
+		if complete[rec.ID] {
 			b.PutSnapshot(index.TenantID(t.id), rec)
 		}
 	}
 	if err := b.Commit(); err != nil {
 		return fmt.Errorf("index snapshots found on the drives: %w", err)
 	}
-	lag.adopted = true
 	return nil
 }
 

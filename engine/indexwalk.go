@@ -15,51 +15,50 @@ import (
 // snapshot needs but the index lost must be kept for coffer index rebuild),
 // and the in-step check asks about snapshot records found only on the drives.
 
-// treeMarks remembers the trees a walk has been through, so that a tree
-// shared by many folders or snapshots is walked once.
+// treeMarks remembers the trees a walk found complete, so that a tree
+// shared by many folders or snapshots is walked once. A tree is marked only
+// after everything below it was found indexed: a tree found incomplete is
+// never taken for complete by a later walk.
 type treeMarks interface {
-	// seen marks id and reports whether it was marked before.
-	seen(id tree.ID) (bool, error)
+	has(id tree.ID) (bool, error)
+	mark(id tree.ID) error
 }
 
 // maxMemMarks bounds memMarks: past it, trees are no longer remembered
 // (a shared tree is then walked again: slower, never wrong).
 const maxMemMarks = 1 << 18
 
-// memMarks are treeMarks in memory, for walks of one snapshot.
+// memMarks are treeMarks in memory, for walks of a few snapshots.
 type memMarks map[tree.ID]struct{}
 
 func newMemMarks() memMarks { return memMarks{} }
 
-func (m memMarks) seen(id tree.ID) (bool, error) {
-	if _, ok := m[id]; ok {
-		return true, nil
-	}
+func (m memMarks) has(id tree.ID) (bool, error) {
+	_, ok := m[id]
+	return ok, nil
+}
+
+func (m memMarks) mark(id tree.ID) error {
 	if len(m) < maxMemMarks {
 		m[id] = struct{}{}
 	}
-	return false, nil
+	return nil
 }
 
 // scratchMarks are treeMarks in a scratch database (the prune's), for walks
 // of every snapshot of a tenant: memory does not grow with the trees.
 type scratchMarks struct{ s *pruneScratch }
 
-func (m scratchMarks) seen(id tree.ID) (bool, error) {
-	key := scratchMarkKey(id)
-	ok, err := m.s.has(key)
-	if err != nil || ok {
-		return ok, err
-	}
-	return false, m.s.set(key, nil)
-}
+func (m scratchMarks) has(id tree.ID) (bool, error) { return m.s.has(scratchMarkKey(id)) }
+func (m scratchMarks) mark(id tree.ID) error        { return m.s.set(scratchMarkKey(id), nil) }
 
 // treeIndexed walks tree id and every tree below it. It returns "" when
 // every tree reads through the index and every content blob is located in
 // a pack the index holds, else a sentence saying what is not. The error is
-// only ctx's or the index's own.
+// only ctx's or the index's own. Trees form no cycles (a tree's ID is the
+// hash of its content, which holds its subtrees' IDs), so the walk ends.
 func (t *Tenant) treeIndexed(ctx context.Context, id tree.ID, marks treeMarks) (string, error) {
-	if seen, err := marks.seen(id); err != nil || seen {
+	if done, err := marks.has(id); err != nil || done {
 		return "", err
 	}
 	tr, err := t.loadTree(ctx, id)
@@ -88,7 +87,7 @@ func (t *Tenant) treeIndexed(ctx context.Context, id tree.ID, marks treeMarks) (
 			}
 		}
 	}
-	return "", nil
+	return "", marks.mark(id)
 }
 
 // contentIndexed returns "" when content blob c is located in a pack the
@@ -130,10 +129,17 @@ func (t *Tenant) indexedSnapshotsComplete(ctx context.Context) (string, error) {
 	var why string
 	err = t.e.db.Snapshots(index.TenantID(t.id), func(rec index.SnapshotRec) error {
 		w, err := t.snapshotIndexed(ctx, rec, marks)
-		if err == nil && w != "" && why == "" {
+		if err == nil && w != "" {
 			why = fmt.Sprintf("snapshot %x: %s", rec.ID[:4], w)
+			return errWalkDone
 		}
 		return err
 	})
+	if errors.Is(err, errWalkDone) {
+		err = nil
+	}
 	return why, err
 }
+
+// errWalkDone stops a walk over the snapshots once its answer is known.
+var errWalkDone = errors.New("engine: walk done")

@@ -294,3 +294,27 @@ func TestIndexBehindLostUnlock(t *testing.T) {
 	}
 	ibRebuildAndRestore(t, e, f)
 }
+
+// TestIndexBehindSharedTreeNotAdopted: two snapshots of the same source
+// share the source's trees; the index lost both records and a data pack they need.
+// Neither is taken for complete (a tree found incomplete for the first is
+// not remembered as walked), so neither is adopted.
+func TestIndexBehindSharedTreeNotAdopted(t *testing.T) {
+	ctx := context.Background()
+	f := itNewFixture(t, InitOptions{}, itScrubTree())
+	e := itOpen(t, f.dir)
+	tn := itTenant(t, e, f.name)
+	second := itBackup(t, tn, f.src) // unchanged: the trees of the source are shared
+	ibDropPack(t, e, tn, itIndex(t, tn).packsOf(DataBlob)[0])
+	ibDropSnapshot(t, e, tn, f.snap)
+	ibDropSnapshot(t, e, tn, second)
+
+	err := tn.CheckSnapshotRecords(ctx)
+	if !errors.Is(err, ErrIndexBehind) || !strings.Contains(err.Error(), "2 snapshot record(s)") {
+		t.Errorf("CheckSnapshotRecords: %v, want both snapshots behind", err)
+	}
+	if snaps, err := tn.Snapshots(ctx); err != nil || len(snaps) != 0 {
+		t.Errorf("a snapshot that needs what the index lacks was adopted: %d, %v", len(snaps), err)
+	}
+	ibRebuildAndRestore(t, e, f)
+}
