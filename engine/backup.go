@@ -125,6 +125,9 @@ func (t *Tenant) runBackup(ctx context.Context, paths []string, o BackupOptions,
 	}()
 	unlock := t.e.lockTenant(t.id)
 	defer unlock()
+	if err := t.requireInStep(ctx); err != nil {
+		return nil, err
+	}
 	start := t.e.now()
 	if o.Time.IsZero() {
 		o.Time = start

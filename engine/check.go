@@ -55,7 +55,14 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 		return nil, err
 	}
 	known := map[string]bool{}
+	behind := map[string]bool{}        // tenants whose unindexed shards may hold what a snapshot needs
 	keys := map[string]registeredKey{} // lookup entry name → the key it should point at
+	if err := e.checkTenantRecords(ctx, false); err != nil {
+		if ctx.Err() != nil || IndexDamaged(err) {
+			return rep, err
+		}
+		rep.Problems = append(rep.Problems, trimPrefixes(err.Error()))
+	}
 	for _, te := range entries {
 		rep.Tenants++
 		known[hex.EncodeToString(te.rec.ID[:])] = true
@@ -72,9 +79,15 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 				keys[clientKeyLookupMeta(k.Key)] = registeredKey{tenant: te.rec.ID, fp: KeyFingerprint(k.Key)}
 			}
 		}
-		if err := t.check(ctx, o, rep, prog); err != nil {
+		unreachable, err := t.check(ctx, o, rep, prog)
+		if err != nil {
 			return rep, err
 		}
+		lagging, err := t.checkLag(ctx, rep)
+		if err != nil {
+			return rep, err
+		}
+		behind[t.container()] = lagging || unreachable
 	}
 	if err := e.checkKeyLookups(keys, rep); err != nil {
 		return rep, err
@@ -87,7 +100,11 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 		var tid index.TenantID
 		_ = decodeHexInto(tid[:], container)
 		if _, err := e.db.Pack(tid, index.PackID(id)); errors.Is(err, index.ErrNotFound) {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("drive %s holds shard %d of unindexed pack %s (an interrupted write; scrub --repair removes it)", d, i, id))
+			why := "an interrupted write; scrub --repair removes it"
+			if behind[container] {
+				why = "it may hold what a snapshot needs: coffer index rebuild adopts it, scrub keeps it"
+			}
+			rep.Notes = append(rep.Notes, fmt.Sprintf("drive %s holds shard %d of unindexed pack %s (%s)", d, i, id, why))
 		} else if err != nil {
 			return err
 		}
@@ -100,6 +117,33 @@ func (e *Engine) Check(ctx context.Context, o CheckOptions) (*CheckReport, error
 		return rep, fmt.Errorf("%w: %d problems", ErrCheckFailed, len(rep.Problems))
 	}
 	return rep, nil
+}
+
+// checkLag compares the tenant's snapshot records on the drives with the
+// index, changing nothing: a snapshot on the drives that needs what the
+// index lacks is damage (the index is behind: coffer index rebuild); one
+// whose every blob is indexed (a backup stopped between its record and its
+// index batch) is a note. It reports whether the index is behind.
+func (t *Tenant) checkLag(ctx context.Context, rep *CheckReport) (bool, error) {
+	lag, err := t.snapshotLag(ctx, lagMode{})
+	if err != nil {
+		if ctx.Err() != nil || IndexDamaged(err) {
+			return false, err
+		}
+		rep.Problems = append(rep.Problems, fmt.Sprintf("tenant %s: %s", t.ID()[:8], trimPrefixes(err.Error())))
+		return true, nil
+	}
+	if lag == nil {
+		return false, nil
+	}
+	if len(lag.complete) > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("tenant %s: snapshot %s is on the drives but not in the index (a backup stopped after writing its record); the next command on the tenant (snapshots, backup, …) adds it, as does coffer index rebuild", t.ID()[:8], shortIDs(lag.complete)))
+	}
+	if err := lag.err(t); err != nil {
+		rep.Problems = append(rep.Problems, trimPrefixes(err.Error()))
+		return true, nil
+	}
+	return false, nil
 }
 
 // registeredKey is a client key as its tenant's sealed key set holds it.
@@ -134,7 +178,10 @@ func (e *Engine) checkKeyLookups(keys map[string]registeredKey, rep *CheckReport
 	return nil
 }
 
-func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, prog *Progress) error {
+// check checks the tenant's packs, blobs and snapshots. unreachable says
+// that a snapshot needs a tree or content blob that cannot be read or is not
+// indexed (scrub then keeps the tenant's unindexed packs).
+func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, prog *Progress) (unreachable bool, err error) {
 	problem := func(format string, args ...any) {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("tenant %s: ", t.ID()[:8])+fmt.Sprintf(format, args...))
 	}
@@ -147,14 +194,14 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 			failed[id] = true
 		}
 	}
-	err := t.e.db.Packs(t.id, func(rec index.PackRec) error {
+	err = t.e.db.Packs(t.id, func(rec index.PackRec) error {
 		rep.Packs++
 		packs[rec.ID] = rec
 		t.checkPack(ctx, rec, o, rep, prog, problem, verified, failed)
 		return ctx.Err()
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	err = t.e.db.Blobs(t.id, func(id index.BlobID, loc index.BlobLoc) error {
 		rep.Blobs++
@@ -179,7 +226,7 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 		return ctx.Err()
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	seen := map[tree.ID]bool{}
 	err = t.e.db.Snapshots(t.id, func(rec index.SnapshotRec) error {
@@ -195,11 +242,12 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 			return nil
 		}
 		t.checkTree(ctx, id, seen, func(format string, args ...any) {
+			unreachable = true
 			problem("snapshot %s: "+format, append([]any{s.ID[:8]}, args...)...)
 		})
 		return ctx.Err()
 	})
-	return err
+	return unreachable, err
 }
 
 // verifiedBlob is a blob whose sealed bytes were authenticated and whose

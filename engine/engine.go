@@ -317,6 +317,9 @@ func (e *Engine) open() error {
 		if errors.Is(err, index.ErrLocked) {
 			return &LockedError{Dir: e.dir}
 		}
+		if IndexDamaged(err) {
+			return fmt.Errorf("the index of %s is damaged (%w); run coffer index rebuild", e.dir, err)
+		}
 		return fmt.Errorf("open index: %w", err)
 	}
 	e.db = db

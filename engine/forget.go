@@ -109,6 +109,11 @@ func (t *Tenant) Forget(ctx context.Context, ids []string, o ForgetOptions) (rep
 			err = t.e.audited(ctx, "forget", t.id, detail, err)
 		}()
 	}
+	// A policy decided on a lagging snapshot list could forget the wrong
+	// snapshots.
+	if err := t.requireInStep(ctx); err != nil {
+		return nil, err
+	}
 
 	all, versions, err := t.snapshotsWithVersions(ctx)
 	if err != nil {
@@ -155,6 +160,7 @@ func (t *Tenant) Forget(ctx context.Context, ids []string, o ForgetOptions) (rep
 			var sid index.SnapshotID
 			_ = decodeHexInto(sid[:], s.ID)
 			b.DeleteSnapshot(t.id, sid)
+			b.PutForgotten(t.id, index.ForgottenRec{ID: sid, Version: versions[s.ID] + 1})
 		}
 		cerr := b.Commit()
 		b.Close()

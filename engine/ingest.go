@@ -160,6 +160,10 @@ func (t *Tenant) BeginIngest(ctx context.Context) (*Ingest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wait for the tenant's other operation: %w", err)
 	}
+	if err := t.requireInStep(ctx); err != nil {
+		unlock()
+		return nil, err
+	}
 	cfg := t.e.conf()
 	in := &Ingest{
 		t: t, unlock: unlock, start: t.e.now().UnixNano(),

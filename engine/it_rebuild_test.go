@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"coffer/index"
 	"coffer/repo"
 )
 
@@ -173,8 +174,8 @@ func TestRebuildVersionsAndTombstones(t *testing.T) {
 	f := rbNewFixture(t)
 	e := itOpen(t, f.dir)
 
-	// Forget acme's first snapshot (forget is a later issue): tombstone
-	// version 2 on the drives, and out of the index.
+	// Forget acme's first snapshot as Forget does: tombstone version 2 on
+	// the drives, and in the index forgotten instead of live.
 	acme := itTenant(t, e, "acme")
 	var sid [16]byte
 	if err := decodeHexInto(sid[:], f.sources[0].snap.ID); err != nil {
@@ -186,6 +187,7 @@ func TestRebuildVersionsAndTombstones(t *testing.T) {
 	}
 	b := e.db.NewBatch()
 	b.DeleteSnapshot(acme.id, sid)
+	b.PutForgotten(acme.id, index.ForgottenRec{ID: sid, Version: 2})
 	if err := b.Commit(); err != nil {
 		t.Fatal(err)
 	}

@@ -271,6 +271,14 @@ func (e *Engine) pending() bool {
 // and carries on from there; no surviving tenant is ever left under an epoch
 // missing from the key file.
 func (e *Engine) finish(ctx context.Context, shred []*tenantEntry) (*ShredReport, error) {
+	// A tenant the index lost would stay wrapped under the epoch that the
+	// rotation destroys: its data would be lost.
+	if err := e.checkTenantRecords(ctx, true); err != nil {
+		return nil, err
+	}
+	if err := e.tenantsCurrent(ctx, shred); err != nil {
+		return nil, err
+	}
 	rep := &ShredReport{}
 	// 1. Pending list.
 	var add []string

@@ -329,6 +329,11 @@ const maxPendingRepack = 64
 func (t *Tenant) prune(ctx context.Context, o PruneOptions) (*PruneReport, error) {
 	unlock := t.e.lockTenant(t.id)
 	defer unlock()
+	// Prune keeps only what the index's snapshots reach: a snapshot the
+	// index lost would lose its data.
+	if err := t.requireInStep(ctx); err != nil {
+		return nil, err
+	}
 	s, err := openPruneScratch(t.e.dir)
 	if err != nil {
 		return nil, err

@@ -625,29 +625,10 @@ func (rb *rebuilder) recordCopies(ctx context.Context, name string) ([][]byte, e
 // versions a tombstone wins. Copies that fail are counted and reported. It
 // returns nil when no copy is valid.
 func (rb *rebuilder) newestRecord(copies [][]byte, kind byte, keys []*[KeySize]byte, owner [16]byte, name string) (best *record, body []byte) {
-	for _, c := range copies {
-		r, err := decodeRecord(c)
-		if err == nil && r.Kind != kind {
-			err = fmt.Errorf("%w: record kind %d, want %d", ErrCorrupt, r.Kind, kind)
-		}
-		var b []byte
-		if err == nil {
-			for _, key := range keys {
-				if b, err = openRecord(key, r, owner, name); err == nil {
-					break
-				}
-			}
-		}
-		if err != nil {
-			rb.rep.Ignored++
-			rb.warnf("a copy of record %s is ignored: %v", name, err)
-			continue
-		}
-		if best == nil || r.Version > best.Version || (r.Version == best.Version && r.tombstone() && !best.tombstone()) {
-			best, body = r, b
-		}
-	}
-	return best, body
+	return newestValidRecord(copies, kind, keys, owner, name, func(err error) {
+		rb.rep.Ignored++
+		rb.warnf("a copy of record %s is ignored: %v", name, err)
+	})
 }
 
 // recoverTenants indexes the newest valid version of every tenant record.
@@ -859,8 +840,11 @@ func (rb *rebuilder) recoverSnapshots(ctx context.Context, t *Tenant) error {
 			rb.warnf("snapshot %x of tenant %x: no valid copy of its record", sid[:4], t.id[:])
 			return nil
 		case best.tombstone():
+			// Indexed as forgotten, so that the index knows every snapshot
+			// record name on the drives (checkSnapshotRecords).
+			rb.b.PutForgotten(t.id, index.ForgottenRec{ID: sid, Version: best.Version})
 			rb.rep.Forgotten++
-			return nil
+			return rb.maybeFlush()
 		}
 		rb.b.PutSnapshot(t.id, index.SnapshotRec{ID: sid, Version: best.Version, Sealed: best.Body})
 		rb.rep.Snapshots++
@@ -986,6 +970,16 @@ func (e *Engine) dumpIndex(w io.Writer) error {
 				body = string(b)
 			}
 			line = fmt.Sprintf("snapshot %s/%s version=%d sealed=%s body=%s", t, id, s.Version, sum(s.Sealed), body)
+		case len(k) == 33 && k[0] == 0x09:
+			var t index.TenantID
+			var id index.SnapshotID
+			copy(t[:], k[1:17])
+			copy(id[:], k[17:])
+			f, err := e.db.Forgotten(t, id)
+			if err != nil {
+				return err
+			}
+			line = fmt.Sprintf("forgotten %s/%s version=%d", t, id, f.Version)
 		case len(k) == 9 && k[0] == 0x07:
 			line = fmt.Sprintf("audit %x %x", k[1:], v)
 		case len(k) >= 2 && k[0] == 0x08:

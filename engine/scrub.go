@@ -33,7 +33,11 @@ const (
 	ScrubOrphan     = "orphan"     // a shard of a pack the index does not know, or a container of no live tenant
 	ScrubStaleTemp  = "stale-temp" // temporary files of interrupted writes
 	ScrubUnreadable = "unreadable" // a pack with fewer than k good shards: its data cannot be read
-	ScrubError      = "error"      // something could not be checked (a drive that fails to list, ...)
+	// ScrubIndexBehind: the index lacks what the drives prove live (a
+	// snapshot record, or what a snapshot needs), so the tenant's shards
+	// that the index does not know are kept for coffer index rebuild.
+	ScrubIndexBehind = "index-behind"
+	ScrubError       = "error" // something could not be checked (a drive that fails to list, ...)
 )
 
 // maxScrubProblems bounds ScrubReport.Problems so that a report stays small
@@ -88,6 +92,9 @@ type ScrubReport struct {
 	Orphaned  ScrubCount `json:"orphaned"`  // shard files
 	StaleTemp ScrubCount `json:"stale_temp"`
 	Errors    int64      `json:"errors"` // things that could not be checked
+	// IndexBehind counts the tenants whose index lacks what the drives
+	// prove live; their unindexed shards are kept (coffer index rebuild).
+	IndexBehind int64 `json:"index_behind"`
 
 	// Records counts the replicated records found not whole (ScrubRecord);
 	// RecordsChecked those examined. SuspectDrives counts the drives in
@@ -109,7 +116,7 @@ type ScrubReport struct {
 
 // Unrepaired returns how many findings remain: all of them without Repair.
 func (r *ScrubReport) Unrepaired() int64 {
-	n := r.Errors + r.SuspectDrives
+	n := r.Errors + r.SuspectDrives + r.IndexBehind
 	for _, c := range []ScrubCount{r.Missing, r.Corrupt, r.Misplaced, r.Orphaned, r.StaleTemp, r.Records} {
 		n += c.Found - c.Repaired
 	}
@@ -157,6 +164,8 @@ func (e *Engine) Scrub(ctx context.Context, o ScrubOptions) (*ScrubReport, error
 		known:      map[string]bool{},
 		indexed:    map[string]bool{},
 		containers: map[string]*containerVerdict{},
+		byName:     map[string]*Tenant{},
+		gates:      map[string]*orphanGate{},
 	}
 	if s.prog == nil {
 		s.prog = &Progress{}
@@ -200,8 +209,10 @@ type scrubber struct {
 	state   map[string]string // configured state of each drive, by ID
 
 	tenants []*Tenant
-	known   map[string]bool // containers of live tenants
-	indexed map[string]bool // containers of every tenant in the index, shredded ones too
+	byName  map[string]*Tenant     // tenants whose key opened, by container
+	known   map[string]bool        // containers of live tenants
+	indexed map[string]bool        // containers of every tenant in the index, shredded ones too
+	gates   map[string]*orphanGate // by container: may its unindexed shards go?
 
 	containers map[string]*containerVerdict // containers of no live tenant
 	pending    []removal                    // orphans and misplaced copies to remove
@@ -309,6 +320,7 @@ func (s *scrubber) loadTenants(ctx context.Context) error {
 			continue
 		}
 		s.tenants = append(s.tenants, t)
+		s.byName[c] = t
 	}
 	s.rep.Tenants = len(entries)
 	return nil
@@ -384,13 +396,24 @@ func (s *scrubber) classify(ctx context.Context, d repo.DriveID, c string, id re
 			}
 			return nil // indexed meanwhile
 		}
+		g, err := s.orphanGate(ctx, c)
+		if err != nil || g == nil {
+			return err // g nil: a backup of this tenant is running; look next time
+		}
 		pi := -1
 		if count {
 			s.rep.Orphaned.Found++
-			pi = s.add(ScrubProblem{Kind: ScrubOrphan, Tenant: c, Pack: id.String(), Shard: shardRef(i), Drive: d.String(),
-				Detail: "shard of a pack the index does not know (an interrupted write)"})
+			p := ScrubProblem{Kind: ScrubOrphan, Tenant: c, Pack: id.String(), Shard: shardRef(i), Drive: d.String(),
+				Detail: "shard of a pack the index does not know (an interrupted write)"}
+			if g.keep {
+				p.Detail = "shard of a pack the index does not know"
+				p.RepairError = "kept: index behind: run coffer index rebuild"
+			}
+			pi = s.add(p)
 		}
-		s.queue(removal{kind: ScrubOrphan, drive: d, container: c, tenant: tid, pack: id, shard: i, problem: pi})
+		if !g.keep {
+			s.queue(removal{kind: ScrubOrphan, drive: d, container: c, tenant: tid, pack: id, shard: i, problem: pi})
+		}
 	case err != nil:
 		return fmt.Errorf("scrub: read pack %s: %w", id, err)
 	case i >= len(rec.Drives):
@@ -467,6 +490,82 @@ func (s *scrubber) containerVerdict(ctx context.Context, c string) *containerVer
 		v.reason = "container of a tenant the drives know but the index does not list (run coffer index rebuild)"
 	}
 	return v
+}
+
+// orphanGate is the decision about the unindexed shards of a live tenant:
+// removable (interrupted writes) only when the index is in step with the
+// drives for that tenant. Scrub never deletes what the drives prove live.
+type orphanGate struct {
+	keep   bool
+	reason string // why they are kept
+}
+
+// orphanGate returns the tenant's gate, deciding it the first time and then
+// reporting a kept tenant as one index-behind problem. It returns nil when
+// a writer of the tenant is running: nothing is decided until it is done.
+func (s *scrubber) orphanGate(ctx context.Context, c string) (*orphanGate, error) {
+	if g := s.gates[c]; g != nil {
+		return g, nil
+	}
+	g, err := s.decideGate(ctx, s.byName[c])
+	if err != nil || g == nil {
+		return nil, err
+	}
+	s.gates[c] = g
+	if g.keep {
+		s.rep.IndexBehind++
+		s.add(ScrubProblem{Kind: ScrubIndexBehind, Tenant: c, Detail: g.reason,
+			RepairError: "the shards of this tenant that the index does not know are kept: run coffer index rebuild"})
+	}
+	return g, nil
+}
+
+// decideGate lets the unindexed shards of t go only when nothing the drives
+// prove live can be in them:
+//
+//  1. every live snapshot record of t on the drives is in the index, or
+//     everything it reaches is indexed (with Repair it is then added to
+//     the index, as a rebuild would);
+//  2. everything the index's snapshots of t reach is located in packs the
+//     index holds (a lost pack record or blob location would otherwise
+//     make a needed pack look like an interrupted write).
+//
+// t is nil when the tenant's key does not open: its shards are kept. The
+// gate is nil when a writer of the tenant holds its lock. Only errors of ctx
+// or of the index itself are returned; a drive that cannot be read keeps the
+// shards.
+func (s *scrubber) decideGate(ctx context.Context, t *Tenant) (*orphanGate, error) {
+	keep := func(format string, args ...any) (*orphanGate, error) {
+		return &orphanGate{keep: true, reason: fmt.Sprintf(format, args...)}, nil
+	}
+	if t == nil {
+		return keep("the tenant's key does not open, so the drives cannot be compared with the index")
+	}
+	lag, err := t.snapshotLag(ctx, lagMode{write: s.o.Repair})
+	switch {
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case IndexDamaged(err):
+		return nil, err
+	case err != nil:
+		return keep("the snapshot records on the drives cannot be compared with the index: %s", trimPrefixes(err.Error()))
+	case lag != nil && lag.busy:
+		return nil, nil
+	case lag != nil && len(lag.behind) > 0:
+		return keep("index behind: run coffer index rebuild (the drives hold snapshot %s, which the index lacks: %s)", shortIDs(lag.behind), lag.why)
+	}
+	why, err := t.indexedSnapshotsComplete(ctx)
+	switch {
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case IndexDamaged(err):
+		return nil, err
+	case err != nil:
+		return keep("cannot tell what the snapshots need: %s", trimPrefixes(err.Error()))
+	case why != "":
+		return keep("index behind: run coffer index rebuild (%s)", why)
+	}
+	return &orphanGate{}, nil
 }
 
 // shardCheck is what scrubPack found about one shard.

@@ -130,6 +130,12 @@ func (b *Batch) PutSnapshot(t TenantID, s SnapshotRec) {
 // DeleteSnapshot removes a snapshot record of tenant t.
 func (b *Batch) DeleteSnapshot(t TenantID, id SnapshotID) { b.del(snapshotKey(t, id)) }
 
+// PutForgotten records that snapshot f.ID of tenant t was forgotten.
+func (b *Batch) PutForgotten(t TenantID, f ForgottenRec) {
+	b.buf = appendForgottenRec(b.buf[:0], f)
+	b.set(forgottenKey(t, f.ID), b.buf)
+}
+
 // PutAudit stores audit entry v under sequence number seq as given.
 func (b *Batch) PutAudit(seq uint64, v []byte) { b.set(auditKey(seq), v) }
 
@@ -160,11 +166,12 @@ func (b *Batch) DeleteMeta(name string) {
 	b.del(k)
 }
 
-// DeleteTenantData removes every blob location, pack record and snapshot
-// record of tenant t with three range deletions (three operations in Len).
-// It leaves the tenant record and every other tenant's data alone.
+// DeleteTenantData removes every blob location, pack record, snapshot
+// record and forgotten-snapshot record of tenant t with four range deletions
+// (four operations in Len). It leaves the tenant record and every other
+// tenant's data alone.
 func (b *Batch) DeleteTenantData(t TenantID) {
-	for _, kind := range []byte{kindBlob, kindPack, kindSnapshot} {
+	for _, kind := range []byte{kindBlob, kindPack, kindSnapshot, kindForgot} {
 		p := tenantPrefix(kind, t)
 		b.delRange(p, successor(p))
 	}

@@ -14,6 +14,7 @@ const (
 	packRecV1     byte = 1
 	tenantRecV1   byte = 1
 	snapshotRecV1 byte = 1
+	forgottenV1   byte = 1
 )
 
 // Fixed value sizes.
@@ -25,6 +26,7 @@ const (
 	packRecEntryLen = 8 + 32
 	tenantRecMinLen = 1 + 8 + 4 + 1 + 1 // two empty byte strings
 	snapshotMinLen  = 1 + 8 + 1
+	forgottenLen    = 1 + 8 // version, record version of the tombstone
 )
 
 func corruptf(format string, args ...any) error {
@@ -223,4 +225,22 @@ func decodeSnapshotRec(id SnapshotID, v []byte) (SnapshotRec, error) {
 		return SnapshotRec{}, corruptf("snapshot %s: %d trailing bytes", id, len(rest))
 	}
 	return s, nil
+}
+
+// appendForgottenRec appends the encoding of f to dst. The snapshot ID is
+// part of the key, not of the value.
+func appendForgottenRec(dst []byte, f ForgottenRec) []byte {
+	dst = append(dst, forgottenV1)
+	return binary.LittleEndian.AppendUint64(dst, f.Version)
+}
+
+// decodeForgottenRec decodes a ForgottenRec value stored under snapshot ID id.
+func decodeForgottenRec(id SnapshotID, v []byte) (ForgottenRec, error) {
+	if len(v) != forgottenLen {
+		return ForgottenRec{}, corruptf("forgotten snapshot %s: length %d, want %d", id, len(v), forgottenLen)
+	}
+	if v[0] != forgottenV1 {
+		return ForgottenRec{}, corruptf("forgotten snapshot %s: unknown version %d", id, v[0])
+	}
+	return ForgottenRec{ID: id, Version: binary.LittleEndian.Uint64(v[1:])}, nil
 }

@@ -165,6 +165,9 @@ func fillTenants(t *testing.T, db *DB) {
 				id := snapID(byte(seed))
 				b.PutSnapshot(tn, SnapshotRec{ID: id, Version: uint64(i), Sealed: []byte{byte(j)}})
 			}
+			for _, seed := range rng.Perm(256)[:2] {
+				b.PutForgotten(tn, ForgottenRec{ID: snapID(byte(seed)), Version: uint64(i)})
+			}
 		}
 		// Neighbouring record kinds must not leak in either.
 		b.PutAudit(1, []byte("a"))
@@ -247,8 +250,8 @@ func TestDeleteTenantData(t *testing.T) {
 			fillTenants(t, db)
 			commit(t, db, func(b *Batch) {
 				b.DeleteTenantData(neighbours[victim])
-				if b.Len() != 3 {
-					t.Errorf("Len = %d, want 3", b.Len())
+				if b.Len() != 4 {
+					t.Errorf("Len = %d, want 4", b.Len())
 				}
 			})
 			for i, tn := range neighbours {
@@ -259,6 +262,19 @@ func TestDeleteTenantData(t *testing.T) {
 				}
 				if [3]int{b, p, s} != want {
 					t.Errorf("tenant %d: %d blobs, %d packs, %d snapshots; want %v", i, b, p, s, want)
+				}
+				forgotten := 0
+				if err := db.ForgottenSnapshots(tn, func(f ForgottenRec) error {
+					if f.Version != uint64(i) {
+						t.Errorf("tenant %d got a forgotten snapshot of tenant %d", i, f.Version)
+					}
+					forgotten++
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if wantF := map[bool]int{true: 0, false: 2}[i == victim]; forgotten != wantF {
+					t.Errorf("tenant %d: %d forgotten snapshots, want %d", i, forgotten, wantF)
 				}
 				// The tenant record itself stays.
 				if _, err := db.Tenant(tn); err != nil {
@@ -285,6 +301,7 @@ func TestIterationStopsOnError(t *testing.T) {
 		"Blobs":     func() error { return db.Blobs(tn, func(BlobID, BlobLoc) error { return cb() }) },
 		"Packs":     func() error { return db.Packs(tn, func(PackRec) error { return cb() }) },
 		"Snapshots": func() error { return db.Snapshots(tn, func(SnapshotRec) error { return cb() }) },
+		"Forgotten": func() error { return db.ForgottenSnapshots(tn, func(ForgottenRec) error { return cb() }) },
 		"Tenants":   func() error { return db.Tenants(func(TenantRec) error { return cb() }) },
 		"Drives":    func() error { return db.Drives(func(DriveID, []byte) error { return cb() }) },
 		"Audit":     func() error { return db.Audit(0, func(uint64, []byte) error { return cb() }) },

@@ -72,6 +72,8 @@ var (
 	}()
 
 	docTenantRec = TenantRec{ID: docTenant, Version: 3, Epoch: 1, Wrapped: pattern(0x80, 72), Meta: pattern(0x00, 40)}
+
+	docForgotten = ForgottenRec{ID: SnapshotID(pattern(0x60, 16)), Version: 2}
 )
 
 func TestDocExamples(t *testing.T) {
@@ -109,6 +111,16 @@ func TestDocExamples(t *testing.T) {
 				got, err := decodeTenantRec(TenantID(key[1:]), value)
 				if err != nil || !reflect.DeepEqual(got, docTenantRec) {
 					t.Errorf("decoded %+v, %v; want %+v", got, err, docTenantRec)
+				}
+			}},
+		{"index-forgotten", forgottenKey(docTenant, docForgotten.ID), appendForgottenRec(nil, docForgotten),
+			func(t *testing.T, key, value []byte) {
+				if key[0] != kindForgot || TenantID(key[1:17]) != docTenant {
+					t.Errorf("key %x does not name the tenant", key)
+				}
+				got, err := decodeForgottenRec(SnapshotID(key[17:]), value)
+				if err != nil || got != docForgotten {
+					t.Errorf("decoded %+v, %v; want %+v", got, err, docForgotten)
 				}
 			}},
 	}

@@ -85,3 +85,21 @@ func FuzzDecodeSnapshotRec(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeForgottenRec(f *testing.F) {
+	f.Add(appendForgottenRec(nil, ForgottenRec{Version: 2}))
+	f.Add([]byte{2, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{1, 0})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		r, err := decodeForgottenRec(snapID(1), v)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+			return
+		}
+		if re := appendForgottenRec(nil, r); !bytes.Equal(re, v) {
+			t.Fatalf("re-encoded %x, want %x", re, v)
+		}
+	})
+}

@@ -19,6 +19,7 @@ const (
 	kindSnapshot byte = 0x06 // 0x06 TenantID(16) SnapshotID(16)   → SnapshotRec
 	kindAudit    byte = 0x07 // 0x07 seq uint64 big-endian         → opaque
 	kindMeta     byte = 0x08 // 0x08 name (1..maxMetaName bytes)   → opaque
+	kindForgot   byte = 0x09 // 0x09 TenantID(16) SnapshotID(16)   → ForgottenRec
 )
 
 // Key lengths of the fixed-width kinds.
@@ -29,6 +30,7 @@ const (
 	blobKeyLen     = 1 + 16 + 32
 	packKeyLen     = 1 + 16 + 16
 	snapshotKeyLen = 1 + 16 + 16
+	forgotKeyLen   = 1 + 16 + 16
 	auditKeyLen    = 1 + 8
 
 	// maxMetaName bounds a metadata name; names are short engine constants.
@@ -77,6 +79,14 @@ func packKey(t TenantID, id PackID) []byte {
 func snapshotKey(t TenantID, id SnapshotID) []byte {
 	k := make([]byte, snapshotKeyLen)
 	k[0] = kindSnapshot
+	copy(k[1:17], t[:])
+	copy(k[17:], id[:])
+	return k
+}
+
+func forgottenKey(t TenantID, id SnapshotID) []byte {
+	k := make([]byte, forgotKeyLen)
+	k[0] = kindForgot
 	copy(k[1:17], t[:])
 	copy(k[17:], id[:])
 	return k

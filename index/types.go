@@ -134,3 +134,13 @@ type SnapshotRec struct {
 	Version uint64
 	Sealed  []byte // opaque sealed snapshot
 }
+
+// ForgottenRec says that a snapshot was forgotten: the drives hold a
+// tombstone of its record, of record version Version. The index keeps it so
+// that every snapshot record name on the drives is known to the index,
+// live (SnapshotRec) or forgotten, and a name it knows neither way shows an
+// index behind the drives.
+type ForgottenRec struct {
+	ID      SnapshotID
+	Version uint64
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -95,27 +96,51 @@ func printRebuildNotes(w io.Writer, rep *engine.RebuildReport) {
 // openTenantRebuilding opens the repository and the --tenant tenant like
 // g.openTenant, for the restore side (snapshots, ls, restore, dump), which
 // must work from the drives and the master key alone. When the index is
-// missing or corrupt, REPO/config.json or REPO/drives exist and the master
-// key file exists, it rebuilds the index first, says so on stderr, and then
-// opens again. Other errors are returned as they are.
+// missing, damaged or behind the drives (the drives hold a snapshot or
+// tenant record it lacks), REPO/config.json or REPO/drives exist and the
+// master key file exists, it rebuilds the index first, says so on stderr,
+// and then opens again. Other errors are returned as they are.
 func (g *globals) openTenantRebuilding(cmd *cobra.Command) (*engine.Engine, *engine.Tenant, error) {
-	e, t, err := g.openTenant(cmd)
-	if err == nil || !engine.IndexLost(err) {
-		return e, t, err
+	e, t, err := g.openTenant(cmd) // a tenant the index lost: ErrIndexBehind
+	if err == nil {
+		if err = t.CheckSnapshotRecords(cmd.Context()); err == nil {
+			return e, t, nil
+		}
+		e.Close()
+	}
+	if err := g.rebuildFor(cmd, err); err != nil {
+		return nil, nil, err
+	}
+	return g.openTenant(cmd)
+}
+
+// rebuildFor rebuilds the index when cause says it is missing, damaged or
+// behind the drives and the repository folder has what a rebuild needs; it
+// returns cause itself otherwise.
+func (g *globals) rebuildFor(cmd *cobra.Command, cause error) error {
+	behind := errors.Is(cause, engine.ErrIndexBehind)
+	if !behind && !engine.IndexLost(cause) {
+		return cause
+	}
+	if g.lent != nil {
+		return fmt.Errorf("%w (coffer serve holds the repository: stop it first)", cause)
 	}
 	dir, derr := g.repoDir()
 	if derr != nil || !engine.CanRebuild(dir) {
-		return nil, nil, err
+		return cause
 	}
 	keyFile := g.keyFile
 	if keyFile == "" {
 		keyFile = filepath.Join(dir, "master.key")
 	}
 	if _, serr := os.Stat(keyFile); serr != nil {
-		return nil, nil, err
+		return cause
 	}
 	state := "missing"
-	if _, serr := os.Stat(filepath.Join(dir, "index")); serr == nil {
+	switch {
+	case behind:
+		state = "behind the drives"
+	case fileExists(filepath.Join(dir, "index")):
 		state = "unreadable"
 	}
 	rep, rerr := engine.Rebuild(cmd.Context(), dir, engine.RebuildOptions{
@@ -123,9 +148,14 @@ func (g *globals) openTenantRebuilding(cmd *cobra.Command) (*engine.Engine, *eng
 		S3CAFile: g.s3CA, S3AllowVersioning: g.s3AllowVersioning,
 	})
 	if rerr != nil {
-		return nil, nil, fmt.Errorf("the index of %s is %s and could not be rebuilt from the drives: %w", dir, state, rerr)
+		return fmt.Errorf("the index of %s is %s and could not be rebuilt from the drives: %w", dir, state, rerr)
 	}
 	fmt.Fprintf(g.stderr, "the index of %s is %s; rebuilt it from %d drives: %s\n", dir, state, rep.Drives, rebuildSummary(rep))
 	printRebuildNotes(g.stderr, rep)
-	return g.openTenant(cmd)
+	return nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

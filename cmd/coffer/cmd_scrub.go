@@ -48,12 +48,13 @@ nightly: progress on a terminal, bounded memory, --json for monitoring.`,
 func runScrub(cmd *cobra.Command, g *globals, repair bool) error {
 	e, err := g.open(cmd)
 	if err != nil {
-		return err
+		return indexDamage(err)
 	}
 	defer e.Close()
 	pl := startProgress(g.stderr, "scrubbed")
 	rep, err := e.Scrub(cmd.Context(), engine.ScrubOptions{Repair: repair, Progress: pl.p})
 	pl.done()
+	err = indexDamage(err)
 	if rep == nil {
 		return err // the scrub could not run: exit 1 (130 when interrupted)
 	}
@@ -67,6 +68,15 @@ func runScrub(cmd *cobra.Command, g *globals, repair bool) error {
 		return err
 	}
 	printScrubReport(g.stdout, rep)
+	return err
+}
+
+// indexDamage makes a damaged index a finding of check and scrub (exit 14):
+// the message names coffer index rebuild.
+func indexDamage(err error) error {
+	if engine.IndexDamaged(err) && !errors.Is(err, engine.ErrCheckFailed) {
+		return fmt.Errorf("%w: %w", engine.ErrCheckFailed, err)
+	}
 	return err
 }
 

@@ -158,12 +158,13 @@ func newCheckCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			e, err := g.open(cmd)
 			if err != nil {
-				return err
+				return indexDamage(err)
 			}
 			defer e.Close()
 			pl := startProgress(g.stderr, "checked")
 			rep, err := e.Check(cmd.Context(), engine.CheckOptions{ReadData: readData, Progress: pl.p})
 			pl.done()
+			err = indexDamage(err)
 			if rep == nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -145,14 +146,18 @@ func isCobraUsage(err error) bool {
 	return false
 }
 
+// packagePrefix matches the package prefix of a sentinel error ("index: "),
+// but not the same word ending a path ("/repo/index: ").
+var packagePrefix = regexp.MustCompile(`(^|[\s(])(?:engine|repo|index|tree|chunk): `)
+
 // message turns an error chain into one sentence for the user: package
 // prefixes of the sentinel errors are dropped.
 func message(err error) string {
-	s := err.Error()
-	for _, p := range []string{"engine: ", "repo: ", "index: ", "tree: ", "chunk: "} {
-		s = strings.ReplaceAll(s, p, "")
-	}
+	s := packagePrefix.ReplaceAllString(err.Error(), "$1")
 	s = strings.Join(strings.Fields(s), " ") // one line, whatever the error held
+	if engine.IndexDamaged(err) && !strings.Contains(s, "coffer index rebuild") {
+		s = strings.TrimSuffix(s, ".") + "; the index is damaged: run coffer index rebuild"
+	}
 	if s != "" && !strings.HasSuffix(s, ".") {
 		s += "."
 	}

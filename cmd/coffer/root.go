@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -214,6 +215,13 @@ func (g *globals) openTenant(cmd *cobra.Command) (*engine.Engine, *engine.Tenant
 		return nil, nil, err
 	}
 	t, err := e.OpenTenant(cmd.Context(), g.tenant)
+	if errors.Is(err, engine.ErrTenantNotFound) {
+		// The index may have lost the tenant: say so when the drives hold
+		// a tenant record it lacks.
+		if lag := e.CheckTenantRecords(cmd.Context()); errors.Is(lag, engine.ErrIndexBehind) || engine.IndexDamaged(lag) {
+			err = lag
+		}
+	}
 	if err != nil {
 		e.Close()
 		return nil, nil, err
