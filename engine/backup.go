@@ -155,7 +155,14 @@ func (t *Tenant) BackupStream(ctx context.Context, r io.Reader, name string, o B
 		now := b.t.e.now().UnixNano()
 		n := tree.Node{Name: name, Type: tree.File, Mode: 0o644, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), MTime: now, CTime: now}
 		f := &future{done: make(chan struct{}), node: n}
-		b.readFile(newReader(), f, name, r)
+		// One stream is chunked on every core (the cuts are those of a
+		// file's chunker).
+		if c, err := chunk.NewParallel(r, b.t.keys.pol, chunk.ParallelOptions{}); err != nil {
+			b.fail(fmt.Errorf("chunk %s: %w", name, err))
+		} else {
+			b.chunkFile(c, f, name)
+			c.Close()
+		}
 		close(f.done)
 		root := &future{done: make(chan struct{}), node: tree.Node{Type: tree.Dir, Mode: 0o755, MTime: now, CTime: now}}
 		b.sendDir(dirTask{f: root, children: []*future{f}})
@@ -586,7 +593,18 @@ func (b *backup) readFile(rd *reader, f *future, path string, r io.Reader) {
 	} else {
 		rd.c.Reset(r, b.t.keys.pol)
 	}
-	c := rd.c
+	b.chunkFile(rd.c, f, path)
+}
+
+// cutter is what chunkFile needs of a chunker: *chunk.Chunker for a file,
+// *chunk.Parallel for one stream.
+type cutter interface {
+	NextTo(dst []byte, grow func(b []byte, n int) []byte) ([]byte, error)
+}
+
+// chunkFile cuts c's stream into f.node's content. path names the stream in
+// warnings.
+func (b *backup) chunkFile(c cutter, f *future, path string) {
 	// Each chunk is cut into a pooled buffer of 1 MiB, moved to one of the
 	// next size class whenever it outgrows it (copying is cheap next to
 	// hashing and compressing; holding more than the chunk is not).
