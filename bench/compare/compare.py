@@ -435,7 +435,8 @@ def build_report(ctx, rounds, tools, peers_missing):
                  f"({r0['day1_files']} files); day 2 after `mkdata.py mutate` = {r0['day2_bytes'] / 1e6:.1f} MB "
                  f"({r0['day2_files']} files)")
     L.append(f"- Versions: {ctx['versions']}")
-    L.append(f"- Rounds: {len(rounds)} (each round: fresh data set, fresh repositories, all four phases; "
+    fresh = "the same folder" if ctx["src"] else "fresh data set"
+    L.append(f"- Rounds: {len(rounds)} (each round: {fresh}, fresh repositories, all four phases; "
              f"the tool order rotates per phase and per round)")
     L.append(f"- Load average (1/5/15 min) at start: {ctx['load_start']}; at end: {ctx['load_end']} "
              f"(above {m['nproc']} means other work shared the cores)")
