@@ -384,13 +384,14 @@ func FuzzParallelSameCuts(f *testing.F) {
 	f.Fuzz(func(t *testing.T, blockSize uint16, workers uint8, recipe []byte) {
 		data := fuzzStream(recipe)
 		opt := ParallelOptions{Workers: 1 + int(workers%4), BlockSize: 1 + int(blockSize)}
-		if len(data) > 64<<10 {
-			opt.BlockSize = 1 + int(blockSize)*16 // keep the number of blocks reasonable
+		if len(data) > 16<<10 {
+			// Blocks of at least 1/2000 of the stream keep a run short.
+			opt.BlockSize = max(1+int(blockSize)*16, len(data)/2000)
 			want := serialCuts(t, data, pol)
 			got := parallelCuts(t, bytes.NewReader(data), data, pol, opt, MinSize, MaxSize, splitMask)
 			compareCuts(t, fmt.Sprintf("%d bytes %+v", len(data), opt), got, want)
 		}
-		small := data[:min(len(data), 64<<10)]
+		small := data[:min(len(data), 16<<10)]
 		minSize := windowSize + int(blockSize%200)
 		maxSize := minSize + int(workers)*8
 		bits := 6 + int(blockSize%5)
