@@ -34,7 +34,10 @@ bench:
 	$(GO) test -run XXX -bench . -benchmem $(PKGS)
 
 # Side by side with restic 0.18.1 and borg 1.2.4 (installed if missing) on the
-# shared data set; SCALE=1 make compare for the full 1 GiB (default 0.25).
+# shared data set; SCALE=1 make compare for the full 1 GiB (default 0.25),
+# PROFILE=smallfiles for a hosting server's many small files, SRC=/a/folder to
+# race the tools on a folder of your own (only read, never written to).
+# ROUNDS, TOOLS, BENCH_TMP and more: see bench/compare/compare.py.
 compare:
 	python3 bench/compare/compare.py
 

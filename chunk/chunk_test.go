@@ -161,6 +161,7 @@ func BenchmarkChunker(b *testing.B) {
 	c := New(bytes.NewReader(data), pol)
 	b.SetBytes(int64(len(data)))
 	b.ResetTimer()
+	defer reportCPU(b, len(data))()
 	for i := 0; i < b.N; i++ {
 		c.Reset(bytes.NewReader(data), pol)
 		for {
@@ -210,14 +211,7 @@ func (s *shortReader) Read(p []byte) (int, error) {
 // through Next and through NextTo with a growing buffer, on streams read
 // whole or in short pieces.
 func TestSameCutsAsRestic(t *testing.T) {
-	zeros := make([]byte, 20<<20)
-	pattern := bytes.Repeat(randBytes(4096, 7), 5<<10)                                                             // 20 MiB of one 4 KiB block
-	mixed := append(append(append([]byte(nil), randBytes(3<<20, 8)...), zeros[:9<<20]...), randBytes(5<<20, 9)...) // random, zeros, random
-	inputs := map[string][]byte{
-		"empty": nil, "one": {42}, "min-1": randBytes(MinSize-1, 10), "min": randBytes(MinSize, 11),
-		"min+1": randBytes(MinSize+1, 12), "max": randBytes(MaxSize, 13), "max+1": randBytes(MaxSize+1, 14),
-		"random-40M": randBytes(40<<20, 15), "zeros": zeros, "pattern": pattern, "mixed": mixed,
-	}
+	inputs := resticInputs()
 	for _, seed := range []byte{1, 2, 3} {
 		pol := testPol(t, seed)
 		for name, data := range inputs {
@@ -248,6 +242,19 @@ func TestSameCutsAsRestic(t *testing.T) {
 			}
 			compareChunks(t, fmt.Sprintf("pol %d %s NextTo", seed, name), grown, want)
 		}
+	}
+}
+
+// resticInputs are the streams both chunkers are compared with restic's on:
+// random and low-entropy data and lengths around the bounds.
+func resticInputs() map[string][]byte {
+	zeros := make([]byte, 20<<20)
+	pattern := bytes.Repeat(randBytes(4096, 7), 5<<10)                                                             // 20 MiB of one 4 KiB block
+	mixed := append(append(append([]byte(nil), randBytes(3<<20, 8)...), zeros[:9<<20]...), randBytes(5<<20, 9)...) // random, zeros, random
+	return map[string][]byte{
+		"empty": nil, "one": {42}, "min-1": randBytes(MinSize-1, 10), "min": randBytes(MinSize, 11),
+		"min+1": randBytes(MinSize+1, 12), "max": randBytes(MaxSize, 13), "max+1": randBytes(MaxSize+1, 14),
+		"random-40M": randBytes(40<<20, 15), "zeros": zeros, "pattern": pattern, "mixed": mixed,
 	}
 }
 

@@ -5,9 +5,20 @@ Run it from the repository root (or via `make compare`):
 
     python3 bench/compare/compare.py            # scale 0.25 (about 250 MiB)
     SCALE=1 python3 bench/compare/compare.py    # the full 1 GiB data set
+    PROFILE=smallfiles make compare             # a hosting server's shape: many small files
+    SRC=/srv/www make compare                   # any folder you name, read only
 
 Environment (all optional):
     SCALE        data set scale for mkdata.py (default 0.25)
+    PROFILE      mkdata.py profile: mixed (default) or smallfiles (about 90k files
+                 of a few KiB at scale 1: maildirs, web roots)
+    SRC          race the tools on this folder instead of a generated data set.
+                 It is only read: nothing is written under it, so it must not
+                 contain the repository, the work folder (BENCH_TMP) or Go's
+                 caches. There is no day 2: backup-2 is an unchanged re-backup.
+                 A file the tools cannot read is a warning (exit 3; borg's 1),
+                 not a failure; a folder that changes during the run fails the
+                 restore check. SCALE and PROFILE do not apply.
     ROUNDS       how many times to run the whole comparison (default 3); the
                  report gives the median time of each phase and tool
     BENCH_TMP    parent of the temporary folder holding data and repositories
@@ -21,7 +32,8 @@ Each round builds a fresh data set and fresh repositories and runs four phases,
 each timed per tool, with the tool order rotated from phase to phase and round
 to round:
     backup-1   first backup of day 1
-    backup-2   second backup after `mkdata.py mutate` (day 2)
+    backup-2   second backup after `mkdata.py mutate` (day 2); with SRC, the
+               same folder again, unchanged
     restore    restore of the latest snapshot into a fresh folder (verified afterwards)
     check      full check with data (coffer check --read-data,
                restic check --read-data, borg check --verify-data)
@@ -39,6 +51,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -116,36 +129,83 @@ def du(path):
     return int(out.split()[0])
 
 
-def tree_bytes(path):
-    total = 0
-    for d, _, files in os.walk(path):
-        for f in files:
-            p = os.path.join(d, f)
-            if not os.path.islink(p):
-                total += os.path.getsize(p)
-    return total
-
-
-def tree_digest(path):
-    """Digest of relative paths and contents of all regular files under path."""
-    h = hashlib.blake2b(digest_size=16)
-    n = 0
+def regular_files(path):
+    """Yield (relative path, full path, size) of every regular file under
+    path, symbolic links not followed, in a stable order."""
     for d, dirs, files in os.walk(path):
         dirs.sort()
         for f in sorted(files):
             p = os.path.join(d, f)
-            if os.path.islink(p):
-                continue
-            h.update(os.path.relpath(p, path).encode() + b"\0")
+            try:
+                st = os.lstat(p)
+            except OSError:
+                continue  # gone since the listing
+            if stat.S_ISREG(st.st_mode):  # not links, FIFOs (a read would block), sockets, devices
+                yield os.path.relpath(p, path), p, st.st_size
+
+
+def tree_bytes(path):
+    return sum(size for _, _, size in regular_files(path))
+
+
+def tree_files(path):
+    return sum(1 for _ in regular_files(path))
+
+
+def tree_hashes(path):
+    """Map of relative path to a digest of the contents, for every regular
+    file under path that can be read; and the number that could not."""
+    hashes, unreadable = {}, 0
+    for rel, p, _ in regular_files(path):
+        h = hashlib.blake2b(digest_size=16)
+        try:
             with open(p, "rb") as fh:
                 while True:
                     b = fh.read(1 << 20)
                     if not b:
                         break
                     h.update(b)
-            h.update(b"\0")
-            n += 1
-    return h.hexdigest(), n
+        except OSError:
+            unreadable += 1
+            continue
+        hashes[rel] = h.digest()
+    return hashes, unreadable
+
+
+def compare_trees(want, restored):
+    """'verified' when the restored folder holds exactly the files of want
+    (a tree_hashes map) with the same contents, else what differs."""
+    got = tree_hashes(restored)[0] if os.path.isdir(restored) else {}
+    if got == want:
+        return "verified"
+    missing = sum(1 for k in want if k not in got)
+    differ = sum(1 for k in want if k in got and got[k] != want[k])
+    extra = sum(1 for k in got if k not in want)
+    return f"MISMATCH ({missing} missing, {differ} different, {extra} extra of {len(want)} files)"
+
+
+def inside(path, folder):
+    """Whether path is folder or under it (both resolved)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_src(src, root, parent):
+    """Exit with one sentence unless src is a folder the run can leave
+    untouched: the script writes into the repository (bin/, bench/out/), the
+    work folder and Go's caches, so none may lie inside it."""
+    if not os.path.isdir(src):
+        sys.exit(f"compare: SRC={src} is not a folder")
+    writes = {"the repository": root, "the work folder's parent (BENCH_TMP)": parent}
+    for var in ("GOCACHE", "GOMODCACHE", "GOPATH"):
+        rc, out = run_quiet(["go", "env", var])
+        for p in out.strip().split(os.pathsep) if rc == 0 else []:
+            if p:
+                writes[f"Go's {var}"] = p
+    for what, p in writes.items():
+        if inside(p, src):
+            sys.exit(f"compare: SRC={src} contains {what} ({p}), which this run writes to; "
+                     f"name a folder outside it (or set BENCH_TMP elsewhere)")
 
 
 # ---------------------------------------------------------------- peers
@@ -208,6 +268,9 @@ class Tool:
     def commands(self, phase, src, target):
         raise NotImplementedError
 
+    # Exit codes that mean "done, but some source files were unreadable".
+    warn_codes = (3,)
+
     def repo_size(self):
         return du(self.repo)
 
@@ -262,6 +325,7 @@ class Restic(Tool):
 
 class Borg(Tool):
     name = "borg"
+    warn_codes = (1,)
 
     def env(self):
         return dict(os.environ, BORG_PASSPHRASE=PASSWORD, BORG_REPO=self.repo,
@@ -334,7 +398,8 @@ def aggregate(rounds, tools):
             a = {"rc": 0 if len(ok) == len(rs) else next(x["rc"] for x in rs if x["rc"] != 0),
                  "failed": len(rs) - len(ok), "n": len(rs),
                  "walls": [x["wall"] for x in rs],
-                 "verify": ""}
+                 "verify": "",
+                 "note": "; ".join(sorted({x["note"] for x in ok if x.get("note")}))}
             if ok:
                 a["wall"] = median([x["wall"] for x in ok])
                 a["mbps"] = src_bytes / 1e6 / a["wall"]
@@ -360,11 +425,18 @@ def build_report(ctx, rounds, tools, peers_missing):
     L.append("")
     L.append(f"- Command: `{ctx['command']}`")
     L.append(f"- Machine: {m['nproc']} cores, {m['cpu']}, {m['mem']} RAM, Linux {m['kernel']}")
-    L.append(f"- Data set: `mkdata.py create --scale {ctx['scale']}` = {r0['day1_bytes'] / 1e6:.1f} MB "
-             f"({r0['day1_files']} files); day 2 after `mkdata.py mutate` = {r0['day2_bytes'] / 1e6:.1f} MB "
-             f"({r0['day2_files']} files)")
+    if ctx["src"]:
+        L.append(f"- Data set: the folder `{ctx['src']}` (only read) = {r0['day1_bytes'] / 1e6:.1f} MB "
+                 f"in {r0['day1_files']} regular files at the first backup, {r0['day2_bytes'] / 1e6:.1f} MB "
+                 f"({r0['day2_files']} files) at the second; backup-2 is an unchanged re-backup")
+    else:
+        profile = f" --profile {ctx['profile']}" if ctx["profile"] != "mixed" else ""
+        L.append(f"- Data set: `mkdata.py create --scale {ctx['scale']}{profile}` = {r0['day1_bytes'] / 1e6:.1f} MB "
+                 f"({r0['day1_files']} files); day 2 after `mkdata.py mutate` = {r0['day2_bytes'] / 1e6:.1f} MB "
+                 f"({r0['day2_files']} files)")
     L.append(f"- Versions: {ctx['versions']}")
-    L.append(f"- Rounds: {len(rounds)} (each round: fresh data set, fresh repositories, all four phases; "
+    fresh = "the same folder" if ctx["src"] else "fresh data set"
+    L.append(f"- Rounds: {len(rounds)} (each round: {fresh}, fresh repositories, all four phases; "
              f"the tool order rotates per phase and per round)")
     L.append(f"- Load average (1/5/15 min) at start: {ctx['load_start']}; at end: {ctx['load_end']} "
              f"(above {m['nproc']} means other work shared the cores)")
@@ -395,6 +467,8 @@ def build_report(ctx, rounds, tools, peers_missing):
             status = "ok" if a["rc"] == 0 else f"FAILED in {a['failed']} of {a['n']} rounds (rc={a['rc']})"
             if a["verify"]:
                 status += f", {a['verify']}"
+            if a["note"]:
+                status += f", {a['note']}"
             walls = "/".join(f"{w:.2f}" for w in a["walls"])
             if "wall" in a:
                 time_cell = f"{a['wall']:.2f}" + (f" ({walls})" if len(a["walls"]) > 1 else "")
@@ -446,28 +520,39 @@ def build_report(ctx, rounds, tools, peers_missing):
 
 # ---------------------------------------------------------------- run
 
-def run_round(rnd, tools, exes, mkdata, scale, parent, dropped, keep):
+def run_round(rnd, tools, exes, mkdata, scale, profile, given_src, parent, dropped, keep):
+    """One round; given_src (SRC) is only read, else a data set is made."""
     work = tempfile.mkdtemp(prefix="coffer-compare-", dir=parent)
-    src = os.path.join(work, "src")
-    log(f"round {rnd + 1}: work folder {work}; generating data set (scale {scale})")
-    must([sys.executable, mkdata, "create", src, "--scale", str(scale)])
+    if given_src:
+        src = given_src
+        log(f"round {rnd + 1}: work folder {work}; source {src} (read only)")
+    else:
+        src = os.path.join(work, "src")
+        log(f"round {rnd + 1}: work folder {work}; generating data set (scale {scale}, profile {profile})")
+        cmd = [sys.executable, mkdata, "create", src, "--scale", str(scale)]
+        if profile != "mixed":
+            cmd += ["--profile", profile]
+        must(cmd)
     out = {"work": work, "results": {}, "sizes": {}, "commands": [],
-           "day1_bytes": tree_bytes(src), "day1_files": sum(len(f) for _, _, f in os.walk(src))}
+           "day1_bytes": tree_bytes(src), "day1_files": tree_files(src)}
 
     classes = {"coffer": Coffer, "restic": Restic, "borg": Borg}
     objs = {t: classes[t](exes[t], work) for t in tools}
     for t in tools:
         objs[t].setup()
 
-    src_digest = None
+    src_hashes = None
     for i, phase in enumerate(PHASES):
         if phase == "backup-2":
-            log("mutating the data set into day 2")
-            must([sys.executable, mkdata, "mutate", src])
+            if not given_src:
+                log("mutating the data set into day 2")
+                must([sys.executable, mkdata, "mutate", src])
             out["day2_bytes"] = tree_bytes(src)
-            out["day2_files"] = sum(len(f) for _, _, f in os.walk(src))
+            out["day2_files"] = tree_files(src)
         if phase == "restore":
-            src_digest = tree_digest(src)
+            src_hashes, unreadable = tree_hashes(src)
+            if unreadable:
+                log(f"{unreadable} files of the source cannot be read; the restores are compared without them")
         src_bytes = out["day1_bytes"] if phase == "backup-1" else out["day2_bytes"]
         k = (i + rnd) % len(tools)
         for t in tools[k:] + tools[:k]:
@@ -483,12 +568,16 @@ def run_round(rnd, tools, exes, mkdata, scale, parent, dropped, keep):
                 r = measure(cmd, tool.env(), cwd=cwd, logfile=tool.logfile)
                 total["wall"] += r["wall"]
                 total["rss"] = max(total["rss"], r["rss"])
-                if r["rc"] != 0:
+                if given_src and phase in ("backup-1", "backup-2") and r["rc"] in tool.warn_codes:
+                    total["note"] = f"some files unreadable (rc={r['rc']})"
+                elif r["rc"] != 0:
                     total["rc"] = r["rc"]
                     break
             total["mbps"] = src_bytes / 1e6 / total["wall"] if total["wall"] > 0 else 0.0
             out["results"][(phase, t)] = total
             msg = f"{phase:9s} {t:7s} {total['wall']:8.2f} s {total['mbps']:8.1f} MB/s {total['rss'] / 2**20:7.0f} MiB"
+            if total.get("note"):
+                msg += f"  {total['note']}"
             if total["rc"] != 0:
                 msg += f"  FAILED rc={total['rc']} (see {tool.logfile})"
                 with open(tool.logfile, "rb") as f:
@@ -500,9 +589,7 @@ def run_round(rnd, tools, exes, mkdata, scale, parent, dropped, keep):
                 msg += f"  repo {out['sizes'][(phase, t)][0] / 2**20:.1f} MiB"
             if phase == "restore" and total["rc"] == 0:
                 restored = os.path.join(target, src.lstrip("/"))
-                got = tree_digest(restored) if os.path.isdir(restored) else (None, 0)
-                total["verify"] = "verified" if got == src_digest else \
-                    f"MISMATCH ({got[1]} of {src_digest[1]} files)"
+                total["verify"] = compare_trees(src_hashes, restored)
                 msg += "  " + total["verify"]
                 shutil.rmtree(target, ignore_errors=True)  # free the space before the next tool
             log(msg)
@@ -517,11 +604,20 @@ def main():
     root = repo_root()
     os.chdir(root)
     scale = float(os.environ.get("SCALE", "0.25"))
+    profile = os.environ.get("PROFILE") or "mixed"
+    if profile not in ("mixed", "smallfiles"):
+        sys.exit(f"compare: PROFILE={profile} is not mixed or smallfiles")
+    given_src = os.path.realpath(os.environ["SRC"]) if os.environ.get("SRC") else None
     nrounds = max(1, int(os.environ.get("ROUNDS", "3")))
     tools = [t.strip() for t in os.environ.get("TOOLS", ",".join(ALL_TOOLS)).split(",") if t.strip()]
     no_install = os.environ.get("NO_INSTALL") == "1"
     keep = os.environ.get("KEEP") == "1"
-    mkdata = find_mkdata(root)
+    parent = os.environ.get("BENCH_TMP") or tempfile.gettempdir()
+    if given_src:
+        check_src(given_src, root, parent)
+        mkdata = None
+    else:
+        mkdata = find_mkdata(root)
     date = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
     machine = machine_info()
     load_start = loadavg()
@@ -562,11 +658,13 @@ def main():
         log("cannot drop the page cache (not permitted); caches stay warm")
 
     # 3. rounds
-    parent = os.environ.get("BENCH_TMP") or tempfile.gettempdir()
-    rounds = [run_round(r, tools, exes, mkdata, scale, parent, dropped, keep) for r in range(nrounds)]
+    rounds = [run_round(r, tools, exes, mkdata, scale, profile, given_src, parent, dropped, keep)
+              for r in range(nrounds)]
 
-    env_cmd = " ".join(f"{k}={os.environ[k]}" for k in ("SCALE", "ROUNDS", "TOOLS", "BENCH_TMP") if os.environ.get(k))
-    ctx = {"date": date, "machine": machine, "scale": scale, "versions": ", ".join(versions),
+    env_cmd = " ".join(f"{k}={os.environ[k]}" for k in ("SCALE", "PROFILE", "SRC", "ROUNDS", "TOOLS", "BENCH_TMP")
+                       if os.environ.get(k))
+    ctx = {"date": date, "machine": machine, "scale": scale, "profile": profile, "src": given_src,
+           "versions": ", ".join(versions),
            "dropped": dropped, "load_start": load_start, "load_end": loadavg(), "parent": parent,
            "command": (env_cmd + " " if env_cmd else "") + "make compare"}
     report = build_report(ctx, rounds, tools, missing)
