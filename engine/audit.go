@@ -6,6 +6,7 @@ package engine
 // drives, and anchored by a head record on the drives and in the index.
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -13,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -869,7 +871,10 @@ func ParseAuditAnchor(s string) (AuditAnchor, error) {
 
 // AuditVerifyReport is what VerifyAudit found.
 type AuditVerifyReport struct {
-	Entries   uint64   `json:"entries"`
+	Entries uint64 `json:"entries"`
+	// Snapshots counts the snapshots (in the index or on the drives) whose
+	// "backup" entry was looked for.
+	Snapshots int      `json:"snapshots"`
 	HeadSeq   uint64   `json:"head_seq"`
 	HeadMAC   string   `json:"head_mac,omitempty"`
 	IndexHead uint64   `json:"index_head"`
@@ -899,13 +904,35 @@ func (r *AuditVerifyReport) problem(format string, args ...any) {
 // It returns the report and, when there is a problem, an error wrapping
 // ErrCheckFailed (the CLI exits 14).
 func (e *Engine) VerifyAudit(ctx context.Context, anchors ...AuditAnchor) (*AuditVerifyReport, error) {
+	rep := &AuditVerifyReport{}
+	// The snapshots are listed before the log is read: a backup writes its
+	// entry before its snapshot, so every snapshot listed has its entry in
+	// the log read after, even on a live server.
+	snaps, err := e.listSnapshotIDs(ctx, rep)
+	if err != nil {
+		return nil, err
+	}
+	rep.Snapshots = len(snaps)
+	backupEntry := func(a *auditRec) {
+		if a.action != "backup" || a.tenant == ([16]byte{}) {
+			return
+		}
+		for tok := range strings.SplitSeq(a.detail, " ") {
+			if v, ok := strings.CutPrefix(tok, "snapshot="); ok {
+				var k auditSnapKey
+				copy(k[:16], a.tenant[:])
+				if decodeHexInto(k[16:], v) == nil {
+					delete(snaps, k)
+				}
+			}
+		}
+	}
 	// The heads and the log are read under the audit lock: an entry
 	// appended between reading a head and reading the log (an action on a
 	// live server, whose admin socket runs this too) would look like a cut.
 	unlock := e.auditLock()
 	defer unlock()
 	s := e.auditStore()
-	rep := &AuditVerifyReport{}
 	ihead, ipresent, err := s.indexHead()
 	if err != nil {
 		rep.problem("%v", err)
@@ -994,6 +1021,7 @@ func (e *Engine) VerifyAudit(ctx context.Context, anchors ...AuditAnchor) (*Audi
 			}
 		}
 		delete(want, seq)
+		backupEntry(a)
 		prev, prevKnown, last = a.mac, true, a
 		return nil
 	})
@@ -1033,6 +1061,7 @@ func (e *Engine) VerifyAudit(ctx context.Context, anchors ...AuditAnchor) (*Audi
 			rep.problem("the drives' audit head names entry %d, which is missing or does not verify (entries cut off)", dhead.seq)
 		} else {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("entry %d is on the drives but not yet in the index (an interrupted write; the next audit entry adopts it)", a.seq))
+			backupEntry(a)
 			rep.HeadSeq, rep.HeadMAC = a.seq, hex.EncodeToString(a.mac[:])
 			if ws := want[a.seq]; len(ws) > 0 {
 				for _, w := range ws {
@@ -1054,6 +1083,14 @@ func (e *Engine) VerifyAudit(ctx context.Context, anchors ...AuditAnchor) (*Audi
 	for seq := range want {
 		rep.problem("the anchor names entry %d, but the log ends at entry %d (entries cut off)", seq, rep.HeadSeq)
 	}
+	missing := make([]auditSnapKey, 0, len(snaps))
+	for k := range snaps {
+		missing = append(missing, k)
+	}
+	slices.SortFunc(missing, func(a, b auditSnapKey) int { return bytes.Compare(a[:], b[:]) })
+	for _, k := range missing {
+		rep.problem("snapshot %x of tenant %x has no backup entry in the audit log (it was saved unaudited)", k[16:], k[:16])
+	}
 	if last != nil && last.epoch < s.mk.epoch {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("the last entry is under master key epoch %d, the key file has epoch %d: the next audit entry links the rotation", last.epoch, s.mk.epoch))
 	}
@@ -1067,6 +1104,54 @@ func (e *Engine) VerifyAudit(ctx context.Context, anchors ...AuditAnchor) (*Audi
 		return rep, fmt.Errorf("%w: audit log: %d problems", ErrCheckFailed, len(rep.Problems))
 	}
 	return rep, nil
+}
+
+// auditSnapKey is a snapshot's tenant ID followed by its ID.
+type auditSnapKey [32]byte
+
+// listSnapshotIDs returns every snapshot of every tenant the index knows
+// (shredded ones too), in the index or on the drives (a snapshot record on
+// the drives, a forgotten one's tombstone included). Memory: one key per
+// snapshot. A drive listing that fails is a note, not a problem.
+func (e *Engine) listSnapshotIDs(ctx context.Context, rep *AuditVerifyReport) (map[auditSnapKey]struct{}, error) {
+	var tenants []index.TenantID
+	if err := e.db.Tenants(func(rec index.TenantRec) error {
+		tenants = append(tenants, index.TenantID(rec.ID))
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	out := map[auditSnapKey]struct{}{}
+	add := func(tid index.TenantID, sid []byte) {
+		var k auditSnapKey
+		copy(k[:16], tid[:])
+		copy(k[16:], sid)
+		out[k] = struct{}{}
+	}
+	for _, tid := range tenants {
+		if err := e.db.Snapshots(tid, func(rec index.SnapshotRec) error {
+			add(tid, rec.ID[:])
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("list the snapshots of tenant %x: %w", tid[:], err)
+		}
+		prefix := snapshotRecordName(tid, [16]byte{})
+		prefix = prefix[:strings.LastIndexByte(prefix, '/')+1]
+		err := e.rp().ListRecords(ctx, prefix, func(name string) error {
+			var sid [16]byte
+			if decodeHexInto(sid[:], strings.TrimPrefix(name, prefix)) == nil {
+				add(tid, sid[:])
+			}
+			return nil
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			rep.Notes = append(rep.Notes, fmt.Sprintf("the snapshot records of tenant %x could not be listed on every drive: %v", tid[:], err))
+		}
+	}
+	return out, nil
 }
 
 // rewrapAuditKey prepares the audit keys for a master-key rotation to

@@ -6,20 +6,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"coffer/chunk"
-	"coffer/engine/fsmeta"
-	"coffer/engine/source"
 	"coffer/engine/tree"
+	"coffer/engine/walk"
 	"coffer/index"
 	"coffer/repo"
 )
@@ -36,30 +30,7 @@ type BackupOptions struct {
 
 // Progress counters of a running backup or restore, updated atomically. A
 // reader (the CLI's progress line) may load them at any time.
-type Progress struct {
-	TotalFiles atomic.Int64 // found by the scan so far
-	TotalBytes atomic.Int64
-	ScanDone   atomic.Bool  // totals are final
-	Files      atomic.Int64 // processed
-	Bytes      atomic.Int64
-	Errors     atomic.Int64
-}
-
-// future is a tree node whose content is still being computed.
-type future struct {
-	done chan struct{}
-	node tree.Node
-	skip bool // the entry could not be read and is left out
-}
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-func readyFuture(n tree.Node) *future { return &future{done: closedChan, node: n} }
-
-type fileJob struct {
-	path string
-	f    *future
-}
+type Progress = walk.Progress
 
 type sealJob struct {
 	typ BlobType
@@ -67,50 +38,31 @@ type sealJob struct {
 	buf *[]byte // pooled; returned after sealing
 }
 
-type dirTask struct {
-	f        *future
-	children []*future
-}
-
-type devIno struct{ dev, ino uint64 }
-
-// backup is the state of one running backup. Pipeline (docs/design.md,
-// "Backup pipeline"): the walker (one goroutine, deterministic order) stats
-// entries and hands regular files to file workers; file workers read, chunk
-// and hash, and hand new chunks to seal workers; seal workers compress, seal
-// and append to a packer; full packs go to pack writers, which erasure-code,
-// write shards and index the pack. A finisher builds each folder's tree once
-// its entries are done (post-order). Every channel is bounded, so memory is
-// bounded by the number of workers times the chunk size, not by the data.
+// backup is the storing side of one running backup: the walk.Sink of a
+// local backup. Pipeline (docs/design.md, "Backup pipeline"): package walk
+// walks, stats and hands regular files to file workers and folders'
+// trees, in post-order, to PutTree; here, the file workers chunk and hash
+// (fileReader) and hand new chunks to seal workers; seal workers compress,
+// seal and append to a packer; full packs go to the pack writer, which
+// erasure-codes, writes shards and indexes the pack. Every channel is
+// bounded, so memory is bounded by the number of workers times the chunk
+// size, not by the data.
 type backup struct {
 	t      *Tenant
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	opts   BackupOptions
-	prog   *Progress
-
-	parentStart int64      // ns; files modified since the parent started are re-read
-	parentRoot  *tree.Tree // root tree of the parent snapshot, or nil
 
 	data, trees packer
-	fileCh      chan fileJob
 	sealCh      chan sealJob
 	flushCh     chan *pendingPack
-	dirCh       chan dirTask
 
 	pendingMu sync.Mutex
 	pending   map[[32]byte]struct{} // blobs claimed by this backup and not yet indexed
 
 	chunkBufs chunkPool // new chunks on their way from file to seal workers
 
-	hardlinks map[devIno]string // walker only
-
-	warnMu   sync.Mutex
-	warnings []string
-
 	stats struct {
-		files, dirs, bytes, unchanged, failed atomic.Int64
-		blobs, added, stored                  atomic.Int64
+		blobs, added, stored atomic.Int64
 	}
 
 	quotaMu sync.Mutex // guards used and written
@@ -120,58 +72,56 @@ type backup struct {
 	wblobs  [][]packBlob
 }
 
+var (
+	_ walk.Sink   = (*backup)(nil)
+	_ walk.Knower = (*backup)(nil)
+)
+
 // ErrQuotaExceeded: a backup would take the tenant over its quota.
 var ErrQuotaExceeded = errors.New("engine: tenant quota exceeded")
+
+// walkError gives an error of package walk about the source the engine's
+// class for bad arguments.
+func walkError(err error) error {
+	if errors.Is(err, walk.ErrInvalid) {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return err
+}
 
 // Backup backs up the given paths and records a snapshot. If some files could
 // not be read, the snapshot is still recorded without them and the error
 // wraps ErrPartialBackup (the CLI exits 3).
 func (t *Tenant) Backup(ctx context.Context, paths []string, o BackupOptions) (*Snapshot, error) {
-	if len(paths) == 0 {
-		return nil, invalidf("nothing to back up: give at least one path")
+	abs, err := walk.Sources(paths, o.Excludes)
+	if err != nil {
+		return nil, walkError(err)
 	}
-	var abs []string
-	for _, p := range paths {
-		a, err := filepath.Abs(p)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := os.Lstat(a); err != nil {
-			return nil, fmt.Errorf("%w: cannot back up %s: %v", ErrInvalid, p, errors.Unwrap(err))
-		}
-		abs = append(abs, a)
-	}
-	abs = source.DropNested(abs)
-	return t.runBackup(ctx, abs, abs, o, func(b *backup) *future { return b.walkRoot(abs) })
+	return t.runBackup(ctx, abs, o, func(ctx context.Context, b *backup, wo walk.Options) (*walk.Result, error) {
+		return walk.Walk(ctx, abs, b, wo)
+	})
 }
 
 // BackupStream backs up one stream (for example standard input) as a file
 // called name in the snapshot's root.
 func (t *Tenant) BackupStream(ctx context.Context, r io.Reader, name string, o BackupOptions) (*Snapshot, error) {
-	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
-		return nil, invalidf("stdin file name %q must be a plain file name", name)
+	if err := walk.CheckStreamName(name); err != nil {
+		return nil, walkError(err)
 	}
-	return t.runBackup(ctx, []string{"/" + name}, nil, o, func(b *backup) *future {
-		now := b.t.e.now().UnixNano()
-		n := tree.Node{Name: name, Type: tree.File, Mode: 0o644, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), MTime: now, CTime: now}
-		f := &future{done: make(chan struct{}), node: n}
-		b.readFile(newReader(), f, name, r)
-		close(f.done)
-		root := &future{done: make(chan struct{}), node: tree.Node{Type: tree.Dir, Mode: 0o755, MTime: now, CTime: now}}
-		b.sendDir(dirTask{f: root, children: []*future{f}})
-		return root
+	return t.runBackup(ctx, []string{"/" + name}, o, func(ctx context.Context, b *backup, wo walk.Options) (*walk.Result, error) {
+		return walk.Stream(ctx, r, name, t.e.now(), b, wo)
 	})
 }
 
-// runBackup runs the pipeline around walk, which produces the root folder.
-// scanPaths are counted for progress totals (nil: nothing to scan).
-func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o BackupOptions, walk func(*backup) *future) (s *Snapshot, err error) {
+// runBackup runs the storing pipeline around walk, which reads the source
+// into the backup, and records the snapshot.
+func (t *Tenant) runBackup(ctx context.Context, paths []string, o BackupOptions,
+	walkFn func(context.Context, *backup, walk.Options) (*walk.Result, error)) (s *Snapshot, err error) {
+	audited := false // commitAudited wrote the entries
 	defer func() {
-		detail := ""
-		if s != nil {
-			detail = fmt.Sprintf("snapshot=%s files=%d bytes=%d added=%d", s.ID, s.Stats.Files, s.Stats.Bytes, s.Stats.BytesStored)
+		if !audited {
+			err = t.e.audited(ctx, "backup", t.id, "", err)
 		}
-		err = t.e.audited(ctx, "backup", t.id, detail, err)
 	}()
 	unlock := t.e.lockTenant(t.id)
 	defer unlock()
@@ -182,37 +132,27 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	if o.Host == "" {
 		o.Host, _ = os.Hostname()
 	}
-	for _, pat := range o.Excludes {
-		if _, err := filepath.Match(pat, ""); err != nil {
-			return nil, invalidf("exclude pattern %q: %v", pat, err)
-		}
-	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	workers := runtime.GOMAXPROCS(0)
 	cfg := t.e.conf()
 	b := &backup{
-		t: t, ctx: ctx, cancel: cancel, opts: o, prog: o.Progress,
+		t: t, ctx: ctx, cancel: cancel,
 		data:      packer{size: cfg.PackSize, k: cfg.K, m: cfg.M, parityApart: true, slots: make(chan struct{}, 2), done: ctx.Done()},
 		trees:     packer{size: cfg.PackSize, k: cfg.K, m: cfg.M, grow: true},
-		fileCh:    make(chan fileJob, 4*workers),
 		sealCh:    make(chan sealJob, 2*workers),
 		flushCh:   make(chan *pendingPack),
-		dirCh:     make(chan dirTask, 256),
 		pending:   map[[32]byte]struct{}{},
-		hardlinks: map[devIno]string{},
 		chunkBufs: chunkPool{max: 4 * workers}, // file workers + sealCh + seal workers
-	}
-	if b.prog == nil {
-		b.prog = &Progress{}
 	}
 
 	parent, parentTree, err := t.findParent(ctx, paths, o)
 	if err != nil {
 		return nil, err
 	}
+	wo := walk.Options{Excludes: o.Excludes, Parent: parentTree, Progress: o.Progress, Workers: workers}
 	if parent != nil {
-		b.parentStart = parent.Stats.Start.UnixNano()
+		wo.ParentStart = parent.Stats.Start.UnixNano()
 	}
 	if b.quota = t.quota; b.quota > 0 {
 		if b.used, err = t.storedBytes(); err != nil {
@@ -222,21 +162,12 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 			return nil, fmt.Errorf("%w: tenant %q stores %s, its quota is %s", ErrQuotaExceeded, t.name, humanBytes(b.used), humanBytes(b.quota))
 		}
 	}
-	b.parentRoot = parentTree
-	if o.Progress != nil && scanPaths != nil {
-		go b.scan(scanPaths)
-	}
 
-	// Stage goroutines. Worker counts: file and seal workers are CPU-bound
-	// (chunking, hashing, compressing, sealing), one per core each, so a
-	// stage waiting on I/O leaves the other stage the cores. (On a cold page
-	// cache the file workers wait for the disk too; the walker's prefetch
-	// covers that better than more file workers, which hold more chunk
-	// buffers: docs/benchmarks.md, profile 6, L.)
-	var fileWG, sealWG, flushWG, dirWG sync.WaitGroup
+	// Stage goroutines. Seal workers are CPU-bound (compressing, sealing),
+	// one per core, as the walk's file workers (chunking, hashing), so a
+	// stage waiting on I/O leaves the other stage the cores.
+	var sealWG, flushWG sync.WaitGroup
 	for i := 0; i < workers; i++ {
-		fileWG.Add(1)
-		go func() { defer fileWG.Done(); b.fileWorker() }()
 		sealWG.Add(1)
 		go func() { defer sealWG.Done(); b.sealWorker() }()
 	}
@@ -245,14 +176,11 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	// another pack buffer (1.5 × pack size) for little gain.
 	flushWG.Add(1)
 	go func() { defer flushWG.Done(); b.packWriter() }()
-	dirWG.Add(1)
-	go func() { defer dirWG.Done(); b.finisher() }()
 
-	root := walk(b)
-	close(b.dirCh)
-	dirWG.Wait()
-	close(b.fileCh)
-	fileWG.Wait()
+	res, werr := walkFn(ctx, b, wo)
+	if werr != nil {
+		cancel(werr) // the seal workers and the pack writer drop the rest
+	}
 	close(b.sealCh)
 	sealWG.Wait()
 	for _, p := range []*packer{&b.data, &b.trees} {
@@ -269,32 +197,31 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 				return nil, fmt.Errorf("%w (removing its partial packs failed: %v; scrub --repair removes them)", err, derr)
 			}
 		}
-		return nil, err
-	}
-	select {
-	case <-root.done:
-	default:
-		return nil, errors.New("engine: backup pipeline ended before the root tree was stored")
+		return nil, walkError(err)
 	}
 
 	s = &Snapshot{
 		Time: o.Time, Host: o.Host, Paths: paths, Tags: o.Tags, Excludes: o.Excludes,
-		Username: osUser(), Tree: fmt.Sprintf("%x", root.node.Subtree[:]), Program: ProgramVersion,
+		Username: osUser(), Tree: fmt.Sprintf("%x", res.Tree[:]), Program: ProgramVersion,
 	}
 	if parent != nil {
 		s.Parent = parent.ID
 	}
 	s.Stats = SnapshotStats{
 		Start: start, End: t.e.now(),
-		Files: b.stats.files.Load(), Dirs: b.stats.dirs.Load(), Bytes: b.stats.bytes.Load(),
-		FilesUnchanged: b.stats.unchanged.Load(), FilesFailed: b.stats.failed.Load(),
+		Files: res.Stats.Files, Dirs: res.Stats.Dirs, Bytes: res.Stats.Bytes,
+		FilesUnchanged: res.Stats.Unchanged, FilesFailed: int64(len(res.Warnings)),
 		BlobsAdded: b.stats.blobs.Load(), BytesAdded: b.stats.added.Load(), BytesStored: b.stats.stored.Load(),
 	}
-	if err := t.commitSnapshot(ctx, s); err != nil {
+	var partial error
+	if len(res.Warnings) > 0 {
+		partial = ErrPartialBackup
+	}
+	if audited, err = t.commitAudited(ctx, s, partial, ""); err != nil {
 		return nil, err
 	}
-	if n := len(b.warnings); n > 0 {
-		return s, fmt.Errorf("%w: %d of them (first: %s); snapshot %s was saved without them", ErrPartialBackup, n, b.warnings[0], s.ID[:8])
+	if n := len(res.Warnings); n > 0 {
+		return s, fmt.Errorf("%w: %d of them (first: %s); snapshot %s was saved without them", ErrPartialBackup, n, res.Warnings[0], s.ID[:8])
 	}
 	return s, nil
 }
@@ -309,40 +236,35 @@ func (t *Tenant) findParent(ctx context.Context, paths []string, o BackupOptions
 	if err != nil {
 		return nil, nil, err
 	}
-	for i := len(all) - 1; i >= 0; i-- {
-		s := all[i]
-		if s.Host == o.Host && sameStrings(s.Paths, paths) {
-			id, err := parseTreeID(s.Tree)
-			if err != nil {
-				return nil, nil, err
-			}
-			root, err := t.loadTree(ctx, id)
-			if err != nil {
-				return nil, nil, fmt.Errorf("load parent snapshot %s: %w", s.ID[:8], err)
-			}
-			return s, root, nil
+	s := ParentSnapshot(all, o.Host, paths)
+	if s == nil {
+		return nil, nil, nil
+	}
+	id, err := parseTreeID(s.Tree)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err := t.loadTree(ctx, id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load parent snapshot %s: %w", s.ID[:8], err)
+	}
+	return s, root, nil
+}
+
+// ParentSnapshot returns the parent of a backup of paths from host: the
+// newest of snaps (oldest first, as Tenant.Snapshots lists them) with the
+// same host and the same paths in any order, or nil.
+func ParentSnapshot(snaps []*Snapshot, host string, paths []string) *Snapshot {
+	for i := len(snaps) - 1; i >= 0; i-- {
+		if s := snaps[i]; s.Host == host && sameStrings(s.Paths, paths) {
+			return s
 		}
 	}
-	return nil, nil, nil
+	return nil
 }
 
 func (b *backup) fail(err error) {
 	b.cancel(err)
-}
-
-func (b *backup) warn(path string, err error) {
-	b.warnMu.Lock()
-	b.warnings = append(b.warnings, fmt.Sprintf("%s: %v", path, errors.Unwrap(err)))
-	b.warnMu.Unlock()
-	b.stats.failed.Add(1)
-	b.prog.Errors.Add(1)
-}
-
-func (b *backup) sendDir(d dirTask) {
-	select {
-	case b.dirCh <- d:
-	case <-b.ctx.Done():
-	}
 }
 
 func (b *backup) sendFlush(pp *pendingPack) {
@@ -352,189 +274,19 @@ func (b *backup) sendFlush(pp *pendingPack) {
 	}
 }
 
-// walkRoot builds the root tree: the backed-up paths keep their absolute
-// location, as in restic (backing up /srv/www gives srv/www in the snapshot).
-func (b *backup) walkRoot(paths []string) *future {
-	root := source.Roots(paths)
-	if root.Target { // backing up "/" itself
-		n, _, err := fsmeta.Stat("/")
-		if err != nil {
-			b.fail(fmt.Errorf("stat /: %w", err))
-			return readyFuture(tree.Node{})
-		}
-		return b.walkDir("/", "", n, b.parentRoot)
-	}
-	return b.walkVirtual(root, "/", "", b.parentRoot)
-}
-
-// walkVirtual handles a folder on the way to the backed-up paths; own is the
-// parent snapshot's tree of this folder, or nil.
-func (b *backup) walkVirtual(v *source.Dir, abs, rel string, own *tree.Tree) *future {
-	n, _, err := fsmeta.Stat(abs)
-	if err != nil {
-		b.fail(fmt.Errorf("stat %s: %w", abs, err))
-		return readyFuture(tree.Node{})
-	}
-	if n.Type != tree.Dir {
-		// A folder on the way reached through a symlink (/var/run → /run):
-		// the snapshot records it as the folder it leads to.
-		fi, err := os.Stat(abs)
-		if err != nil || !fi.IsDir() {
-			b.fail(fmt.Errorf("%w: %s is not a folder", ErrInvalid, abs))
-			return readyFuture(tree.Node{})
-		}
-		n = tree.Node{Type: tree.Dir, Mode: uint32(fi.Mode().Perm()), UID: n.UID, GID: n.GID, User: n.User, Group: n.Group, MTime: fi.ModTime().UnixNano(), CTime: n.CTime}
-	}
-	n.Name = filepath.Base(abs)
-	f := &future{done: make(chan struct{}), node: n}
-	var children []*future
-	for _, name := range v.Names() {
-		cabs, crel := filepath.Join(abs, name), source.JoinRel(rel, name)
-		if c := v.Children[name]; c.Target {
-			children = append(children, b.walkPath(cabs, crel, own))
-		} else {
-			children = append(children, b.walkVirtual(c, cabs, crel, b.subtree(own, name)))
-		}
-	}
-	b.stats.dirs.Add(1)
-	b.sendDir(dirTask{f: f, children: children})
-	return f
-}
-
-// subtree loads the parent snapshot's tree of the folder name in parent, or
-// nil when there is none.
-func (b *backup) subtree(parent *tree.Tree, name string) *tree.Tree {
-	if parent == nil {
-		return nil
-	}
-	n := parent.Find(name)
-	if n == nil || n.Type != tree.Dir {
-		return nil
-	}
-	t, err := b.t.loadTree(b.ctx, n.Subtree)
+// LoadTree loads a tree of the parent snapshot (walk.Sink).
+func (b *backup) LoadTree(ctx context.Context, id tree.ID) *tree.Tree {
+	t, err := b.t.loadTree(ctx, id)
 	if err != nil {
 		return nil // a damaged parent only costs re-reading
 	}
 	return t
 }
 
-// walkPath handles one real file-system entry.
-func (b *backup) walkPath(abs, rel string, parent *tree.Tree) *future {
-	if b.ctx.Err() != nil {
-		return readyFuture(tree.Node{})
-	}
-	n, info, err := fsmeta.Stat(abs)
-	if err != nil {
-		b.warn(abs, err)
-		return &future{done: closedChan, skip: true}
-	}
-	n.Name = filepath.Base(abs)
-	var prev *tree.Node
-	if parent != nil {
-		prev = parent.Find(n.Name)
-	}
-	switch n.Type {
-	case tree.Dir:
-		var prevTree *tree.Tree
-		if prev != nil && prev.Type == tree.Dir {
-			prevTree, _ = b.t.loadTree(b.ctx, prev.Subtree) // a damaged parent only costs re-reading
-		}
-		return b.walkDir(abs, rel, n, prevTree)
-	case tree.File:
-		if n.Links > 1 {
-			key := devIno{info.Dev, n.Inode}
-			if first, ok := b.hardlinks[key]; ok {
-				n.MakeHardlink(first)
-				b.stats.files.Add(1)
-				b.prog.Files.Add(1)
-				return readyFuture(n)
-			}
-			b.hardlinks[key] = rel
-		}
-		if b.unchanged(&n, prev) {
-			n.Content = prev.Content
-			b.stats.files.Add(1)
-			b.stats.unchanged.Add(1)
-			b.stats.bytes.Add(int64(n.Size))
-			b.prog.Files.Add(1)
-			b.prog.Bytes.Add(int64(n.Size))
-			return readyFuture(n)
-		}
-		f := &future{done: make(chan struct{}), node: n}
-		prefetch(abs, n.Size)
-		select {
-		case b.fileCh <- fileJob{path: abs, f: f}:
-		case <-b.ctx.Done():
-			return readyFuture(tree.Node{})
-		}
-		return f
-	default:
-		return readyFuture(n)
-	}
-}
-
-// walkDir handles a real folder; parentTree is the parent snapshot's tree of
-// the same folder, or nil.
-func (b *backup) walkDir(abs, rel string, n tree.Node, parentTree *tree.Tree) *future {
-	f := &future{done: make(chan struct{}), node: n}
-	b.stats.dirs.Add(1)
-	entries, err := readDirNames(abs)
-	if err != nil {
-		b.warn(abs, err)
-	}
-	var children []*future
-	for _, name := range entries {
-		p := filepath.Join(abs, name)
-		if source.Excluded(b.opts.Excludes, p) {
-			continue
-		}
-		children = append(children, b.walkPath(p, source.JoinRel(rel, name), parentTree))
-	}
-	b.sendDir(dirTask{f: f, children: children})
-	return f
-}
-
-// prefetch asks the kernel to start reading (the first chunk.MaxSize bytes
-// of) a file queued for the file workers, so that reads from a cold page
-// cache overlap: the walker runs up to len(fileCh) files ahead of the
-// workers, and each read then finds its data on the way or there. Errors
-// are left for the file worker to meet.
-func prefetch(path string, size uint64) {
-	if size == 0 {
-		return
-	}
-	// O_NONBLOCK: should the file have become a FIFO since its stat, the
-	// open must not wait for a writer. (No O_NOATIME needed: readahead does
-	// not touch the access time, reads do.)
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return
-	}
-	_ = unix.Fadvise(fd, 0, int64(min(size, chunk.MaxSize)), unix.FADV_WILLNEED)
-	unix.Close(fd)
-}
-
-// readDirNames returns the names in a folder, sorted bytewise.
-func readDirNames(dir string) ([]string, error) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	names, err := d.Readdirnames(-1)
-	sort.Strings(names)
-	return names, err
-}
-
-// unchanged reports whether the parent snapshot's node can be reused: same
-// size, mtime, ctime and inode, an mtime older than the start of the parent
-// backup (so a write during that backup is not missed), and every content
-// blob still indexed.
-func (b *backup) unchanged(n, prev *tree.Node) bool {
-	if !source.Unchanged(n, prev, b.parentStart) {
-		return false
-	}
-	for _, id := range prev.Content {
+// Known reports whether every content blob of an unchanged file is still
+// indexed (walk.Knower).
+func (b *backup) Known(ids []tree.ID) bool {
+	for _, id := range ids {
 		if _, ok, err := b.t.e.db.Blob(b.t.id, index.BlobID(id)); err != nil || !ok {
 			return false
 		}
@@ -542,45 +294,37 @@ func (b *backup) unchanged(n, prev *tree.Node) bool {
 	return true
 }
 
-// reader is one file worker's reusable chunker (allocating one per file
-// would cost its read buffer for every small file). Chunks are cut straight
-// into buffers of the backup's chunkPool, so a new chunk goes on to be
-// sealed without a copy and no file worker holds a buffer of chunk.MaxSize.
-type reader struct {
+// PutTree stores a folder's tree as a tree blob (walk.Sink): claimed, then
+// sealed into the tree packer on the finisher's goroutine.
+func (b *backup) PutTree(_ context.Context, enc []byte) (tree.ID, error) {
+	id := b.t.keys.ids.Sum(enc)
+	isNew, err := b.claim(id)
+	if err != nil {
+		return tree.ID{}, err
+	}
+	if isNew {
+		b.store(TreeBlob, id, enc, nil)
+	}
+	return tree.ID(id), nil
+}
+
+// NewReader returns a file worker's reader (walk.Sink).
+func (b *backup) NewReader() walk.FileReader { return &fileReader{b: b} }
+
+// fileReader is one file worker's reusable chunker (allocating one per
+// file would cost its read buffer for every small file). Chunks are cut
+// straight into buffers of the backup's chunkPool, so a new chunk goes on
+// to be sealed without a copy and no file worker holds a buffer of
+// chunk.MaxSize.
+type fileReader struct {
+	b *backup
 	c *chunk.Chunker
 }
 
-func newReader() *reader { return &reader{} }
-
-func (b *backup) fileWorker() {
-	rd := newReader()
-	for job := range b.fileCh {
-		if b.ctx.Err() != nil {
-			close(job.f.done)
-			continue
-		}
-		b.backupFile(rd, job)
-		close(job.f.done)
-	}
-}
-
-func (b *backup) backupFile(rd *reader, job fileJob) {
-	fd, err := os.OpenFile(job.path, os.O_RDONLY|unix.O_NOATIME, 0)
-	if errors.Is(err, os.ErrPermission) {
-		fd, err = os.Open(job.path) // O_NOATIME needs ownership
-	}
-	if err != nil {
-		b.warn(job.path, err)
-		job.f.skip = true
-		return
-	}
-	defer fd.Close()
-	b.readFile(rd, job.f, job.path, fd)
-}
-
-// readFile chunks r into f.node's content, with rd's chunker. path names r
-// in warnings.
-func (b *backup) readFile(rd *reader, f *future, path string, r io.Reader) {
+// ReadFile chunks r into n's content, claims each chunk and hands the new
+// ones to the seal workers (walk.FileReader).
+func (rd *fileReader) ReadFile(ctx context.Context, r io.Reader, n *tree.Node) error {
+	b := rd.b
 	if rd.c == nil {
 		rd.c = chunk.New(r, b.t.keys.pol)
 	} else {
@@ -618,36 +362,29 @@ func (b *backup) readFile(rd *reader, f *future, path string, r io.Reader) {
 			break
 		}
 		if err != nil {
-			b.warn(path, err)
-			f.skip = true
-			return
+			return err
 		}
 		*cur = data
 		id := b.t.keys.ids.Sum(data)
 		ids = append(ids, tree.ID(id))
 		size += uint64(len(data))
-		b.prog.Bytes.Add(int64(len(data)))
 		isNew, err := b.claim(id)
 		if err != nil {
-			b.fail(err)
-			return
+			return err
 		}
 		if isNew {
 			p := cur
 			cur = nil // the seal worker returns it to the pool
 			select {
 			case b.sealCh <- sealJob{typ: DataBlob, id: id, buf: p}:
-			case <-b.ctx.Done():
-				return
+			case <-ctx.Done():
+				return context.Cause(ctx)
 			}
 		}
 	}
-	f.node.Content = ids
-	f.node.Size = size
-	f.node.Holes = source.ClipHoles(f.node.Holes, size)
-	b.stats.files.Add(1)
-	b.stats.bytes.Add(int64(size))
-	b.prog.Files.Add(1)
+	n.Content = ids
+	n.Size = size
+	return nil
 }
 
 // claim reports whether id is new to the tenant: neither indexed nor claimed
@@ -755,76 +492,6 @@ func (b *backup) packWriter() {
 		}
 		b.pendingMu.Unlock()
 	}
-}
-
-// finisher completes folders in post-order: it waits for every entry, encodes
-// the tree and stores it as a tree blob.
-func (b *backup) finisher() {
-	for d := range b.dirCh {
-		var bld tree.Builder
-		for _, c := range d.children {
-			select {
-			case <-c.done:
-			case <-b.ctx.Done():
-			}
-			if b.ctx.Err() != nil {
-				break
-			}
-			if !c.skip && c.node.Name != "" {
-				bld.Add(c.node)
-			}
-		}
-		if b.ctx.Err() != nil {
-			continue
-		}
-		t, err := bld.Tree()
-		if err == nil {
-			var enc []byte
-			enc, err = t.Encode()
-			if err == nil {
-				id := b.t.keys.ids.Sum(enc)
-				var isNew bool
-				isNew, err = b.claim(id)
-				if isNew {
-					b.store(TreeBlob, id, enc, nil)
-				}
-				d.f.node.Subtree = tree.ID(id)
-			}
-		}
-		if err != nil {
-			b.fail(fmt.Errorf("store tree of %q: %w", d.f.node.Name, err))
-			continue
-		}
-		close(d.f.done)
-	}
-}
-
-// scan counts files and bytes for the progress display's totals.
-func (b *backup) scan(paths []string) {
-	for _, p := range paths {
-		_ = filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
-			if b.ctx.Err() != nil {
-				return b.ctx.Err()
-			}
-			if err != nil {
-				return nil
-			}
-			if path != p && source.Excluded(b.opts.Excludes, path) {
-				if d.IsDir() {
-					return filepath.SkipDir
-				}
-				return nil
-			}
-			if d.Type().IsRegular() {
-				b.prog.TotalFiles.Add(1)
-				if fi, err := d.Info(); err == nil {
-					b.prog.TotalBytes.Add(fi.Size())
-				}
-			}
-			return nil
-		})
-	}
-	b.prog.ScanDone.Store(true)
 }
 
 // chunkPool holds the chunk buffers of one backup: the file workers cut

@@ -141,8 +141,14 @@ func Init(ctx context.Context, dir string, o InitOptions) (*InitResult, error) {
 	if indexExists(dir) {
 		return nil, fmt.Errorf("%w: %s", ErrRepoExists, dir)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// The repository's own folders are private even in a folder that
+	// existed with a wider mode: index/ holds tenant IDs and key
+	// fingerprints (pebble would make it 0755).
+	if err := makePrivateDir(dir); err != nil {
 		return nil, fmt.Errorf("create repository folder: %w", err)
+	}
+	if err := makePrivateDir(indexDir(dir)); err != nil {
+		return nil, fmt.Errorf("create index folder: %w", err)
 	}
 	keyFile := o.MasterKeyFile
 	if keyFile == "" {

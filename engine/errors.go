@@ -25,6 +25,16 @@ var (
 	ErrInvalid          = errors.New("engine: invalid argument")
 	ErrAuth             = errors.New("engine: authentication failed")
 	ErrCorrupt          = errors.New("engine: corrupt record")
+	// ErrClock: the clock contradicts the times the records hold (a lock
+	// before the newest record, ...); nothing was changed.
+	ErrClock = errors.New("engine: the clock contradicts the records")
+	// ErrUnaudited: an action was done, but its audit entry could not be
+	// written; the error says what was done.
+	ErrUnaudited = errors.New("engine: the action was done but not audited")
+	// ErrTreeLimit: a snapshot's tree is deeper, longer or larger (counted
+	// per path) than the limits of docs/design.md §6 allow; a walk stops
+	// and a commit is refused.
+	ErrTreeLimit = errors.New("engine: tree over a limit")
 )
 
 // LockedError reports who holds the repository.

@@ -46,8 +46,9 @@ type ExportEntry struct {
 // and calls fn for every node selected by includes (snapshot paths; empty
 // means everything), including the folders on the way to an included path.
 // A hard link's Content gives its target's bytes. fn runs on the caller's
-// goroutine; an error from fn stops the walk and is returned. The walk is
-// audited once, as "restore" with the detail "remote=1".
+// goroutine; an error from fn stops the walk and is returned. The walk
+// keeps to the tree limits (ErrTreeLimit, see treeWalker). It is audited
+// once, as "restore" with the detail "remote=1".
 func (t *Tenant) Export(ctx context.Context, s *Snapshot, includes []string, fn func(ExportEntry) error) (err error) {
 	var files, bytes int64
 	defer func() {
@@ -57,39 +58,27 @@ func (t *Tenant) Export(ctx context.Context, s *Snapshot, includes []string, fn 
 	for _, p := range includes {
 		inc = append(inc, strings.Trim(path.Clean("/"+p), "/"))
 	}
-	return t.List(ctx, s, "/", func(en Entry) error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel := strings.TrimPrefix(en.Path, "/")
+	rootID, err := parseTreeID(s.Tree)
+	if err != nil {
+		return err
+	}
+	w := &treeWalker{t: t, s: s, visit: func(rel string, n *tree.Node) (bool, error) {
 		in, need := selected(inc, rel)
-		if !in && !(need && en.Type == "dir") {
-			return nil
+		if !in && !(need && n.Type == tree.Dir) {
+			return false, nil
 		}
-		ee := ExportEntry{Entry: en}
-		if en.Type == "file" || en.Type == "hardlink" {
-			p := en.Path
+		ee := ExportEntry{Entry: entry(rel, n)}
+		if n.Type == tree.File || n.Type == tree.Hardlink {
 			ee.Content = func(w io.Writer) error {
-				cw := &countWriter{w: w}
-				err := t.dump(ctx, s, p, cw)
-				bytes += cw.n
+				k, err := t.writeContent(ctx, s, n, w)
+				bytes += k
 				return err
 			}
 			files++
 		}
-		return fn(ee)
-	})
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+		return true, fn(ee)
+	}}
+	return w.walk(ctx, rootID, "")
 }
 
 // IngestParams is what a remote backup client needs to cut and name chunks
@@ -279,7 +268,7 @@ func (in *Ingest) Put(ctx context.Context, blobs []IngestBlob) error {
 		}
 		if b.Type == TreeBlob {
 			if err := in.checkTree(b.Data, batch); err != nil {
-				return fmt.Errorf("%w: tree %x: %v", ErrInvalid, b.ID[:8], err)
+				return fmt.Errorf("%w: tree %x: %w", ErrInvalid, b.ID[:8], err)
 			}
 		}
 		batch[b.ID] = b.Type
@@ -365,6 +354,9 @@ func (in *Ingest) checkTree(data []byte, batch map[[32]byte]BlobType) error {
 	}
 	for i := range tr.Nodes {
 		n := &tr.Nodes[i]
+		if len(n.Name) > MaxNameLen {
+			return fmt.Errorf("%w: entry %d has a name of %d bytes, over the limit of %d", ErrTreeLimit, i, len(n.Name), MaxNameLen)
+		}
 		for _, id := range n.Content {
 			if err := need(id, DataBlob); err != nil {
 				return fmt.Errorf("%q %w", n.Name, err)
@@ -458,12 +450,11 @@ func (in *Ingest) Commit(ctx context.Context, desc *Snapshot) (s *Snapshot, err 
 		return nil, err
 	}
 	t := in.t
+	audited := false // commitAudited wrote the entries
 	defer func() {
-		detail := "remote=1"
-		if s != nil {
-			detail = fmt.Sprintf("snapshot=%s remote=1 files=%d bytes=%d added=%d", s.ID, s.Stats.Files, s.Stats.Bytes, s.Stats.BytesStored)
+		if !audited {
+			err = t.e.audited(ctx, "backup", t.id, "remote=1", err)
 		}
-		err = t.e.audited(ctx, "backup", t.id, detail, err)
 		in.end()
 	}()
 	if desc == nil || len(desc.Paths) == 0 || desc.Time.IsZero() {
@@ -502,56 +493,25 @@ func (in *Ingest) Commit(ctx context.Context, desc *Snapshot) (s *Snapshot, err 
 		FilesUnchanged: st.FilesUnchanged, FilesFailed: st.FilesFailed,
 		BlobsAdded: in.blobs, BytesAdded: in.added, BytesStored: in.stored,
 	}
-	if err := t.commitSnapshot(ctx, s); err != nil {
+	if audited, err = t.commitAudited(ctx, s, nil, " remote=1"); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
 // reachable checks that tree root and every blob it reaches are indexed
-// for the tenant with the right types. Each tree is read once.
+// for the tenant with the right types, and that the tree keeps within the
+// limits of docs/design.md §6 (depth, path length, entries counted per
+// path). Each distinct tree is read once; nothing is expanded into paths.
 func (t *Tenant) reachable(ctx context.Context, root tree.ID) error {
-	seen := map[tree.ID]struct{}{}
-	var walk func(id tree.ID, where string) error
-	walk = func(id tree.ID, where string) error {
-		if _, ok := seen[id]; ok {
-			return nil
-		}
-		seen[id] = struct{}{}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		loc, ok, err := t.e.db.Blob(t.id, index.BlobID(id))
-		if err != nil {
-			return fmt.Errorf("look up tree %x: %w", id[:8], err)
-		}
-		if !ok || BlobType(loc.Type) != TreeBlob {
-			return invalidf("the tree of %q was never uploaded; nothing was recorded", where)
-		}
-		tr, err := t.loadTree(ctx, id)
-		if err != nil {
-			return err
-		}
-		for i := range tr.Nodes {
-			n := &tr.Nodes[i]
-			for _, c := range n.Content {
-				loc, ok, err := t.e.db.Blob(t.id, index.BlobID(c))
-				if err != nil {
-					return fmt.Errorf("look up blob %x: %w", c[:8], err)
-				}
-				if !ok || BlobType(loc.Type) != DataBlob {
-					return invalidf("content of %q was never uploaded; nothing was recorded", where+"/"+n.Name)
-				}
-			}
-			if n.Type == tree.Dir {
-				if err := walk(n.Subtree, where+"/"+n.Name); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+	sh, err := t.treeShape(ctx, root, true)
+	if err != nil {
+		return err
 	}
-	return walk(root, "")
+	if err := sh.check("the snapshot's tree"); err != nil {
+		return fmt.Errorf("%w: %w; nothing was recorded", ErrInvalid, err)
+	}
+	return nil
 }
 
 // Abort ends a session without a snapshot, if Commit has not ended it:

@@ -188,9 +188,17 @@ func readMasterKeyFile(path string) (*masterKey, error) {
 	return kf.cur, nil
 }
 
+// maxMasterKeyFile bounds the size of a master key file read.
+const maxMasterKeyFile = 64 << 10
+
+// readKeyFile reads the master key file at path; one that its group or
+// others may read is refused (ErrKeyFileExposed).
 func readKeyFile(path string) (keyFile, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadKeyFile("master key file", path, maxMasterKeyFile)
 	if err != nil {
+		if errors.Is(err, ErrKeyFileExposed) {
+			return keyFile{}, err
+		}
 		if errors.Is(err, os.ErrNotExist) {
 			return keyFile{}, fmt.Errorf("%w: %s does not exist", ErrNoMasterKey, path)
 		}

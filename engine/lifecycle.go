@@ -16,15 +16,26 @@ import (
 
 // audited appends an audit entry for an action that ended with err and
 // returns err, or, if the entry cannot be written, an error saying so.
+//
+// An action that succeeded but could not be audited gives an error wrapping
+// ErrUnaudited (the CLI exits 1): no action reports success without its
+// entry. (An entry is written when its record write succeeds; the drives
+// decide when that is, see repo.PutRecord.)
 func (e *Engine) audited(ctx context.Context, action string, tenant [16]byte, detail string, err error) error {
 	if aerr := e.logAudit(context.WithoutCancel(ctx), action, tenant, err, detail); aerr != nil {
 		if err != nil {
 			return errors.Join(err, aerr)
 		}
-		return fmt.Errorf("%s was done, but %w", action, aerr)
+		return &unauditedError{fmt.Errorf("%s was done, but %w", action, aerr)}
 	}
 	return err
 }
+
+// unauditedError is an action done without its audit entry.
+type unauditedError struct{ err error }
+
+func (u *unauditedError) Error() string   { return u.err.Error() }
+func (u *unauditedError) Unwrap() []error { return []error{ErrUnaudited, u.err} }
 
 // LockTenant locks a tenant: no data in or out (every data command fails
 // with ErrTenantLocked) until UnlockTenant, and after the grace period a
@@ -39,16 +50,38 @@ func (e *Engine) LockTenant(ctx context.Context, name string) (*TenantInfo, erro
 	if te.meta.State == StateLocked {
 		return nil, invalidf("tenant %q is already locked (since %s)", name, te.meta.LockedAt.UTC().Format(time.RFC3339))
 	}
+	// The lock time starts the grace period: it must agree with the
+	// records (docs/design.md, chapter 9, "Time"). Checked before the
+	// tenant's sessions are cut, and again once its backups have ended.
+	check := func() (*evidence, time.Time, error) {
+		ev, err := e.readEvidence(ctx, nil)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		now := e.now().UTC().Truncate(time.Second)
+		if err := ev.checkLockClock(now, te.meta.Created, e.grace()); err != nil {
+			return nil, time.Time{}, fmt.Errorf("cannot lock tenant %q: %w", name, err)
+		}
+		return ev, now, nil
+	}
+	if _, _, err := check(); err != nil {
+		return nil, err
+	}
 	// Cut the tenant's remote sessions (an open remote backup holds the
 	// tenant's lock), wait for its local backups to finish, then lock.
 	e.revoke(Revocation{Tenant: hex.EncodeToString(te.rec.ID[:])})
 	unlockT := e.lockTenant(te.rec.ID)
 	defer unlockT()
-	now := e.now().UTC().Truncate(time.Second)
+	ev, now, err := check()
+	if err != nil {
+		return nil, err
+	}
 	te.meta.State = StateLocked
 	te.meta.LockedAt = &now
+	te.meta.LockedSeq = ev.lastSeq
 	err = e.putTenant(ctx, te.rec.ID, te.rec.Version+1, &te.meta)
-	if err = e.audited(ctx, "tenant.lock", te.rec.ID, "", err); err != nil {
+	detail := fmt.Sprintf("locked_seq=%d newest_record=%d", ev.lastSeq, unixOrZero(ev.last))
+	if err = e.audited(ctx, "tenant.lock", te.rec.ID, detail, err); err != nil {
 		return nil, err
 	}
 	return e.info(te), nil
@@ -67,11 +100,18 @@ func (e *Engine) UnlockTenant(ctx context.Context, name string) (*TenantInfo, er
 	if te.meta.State != StateLocked {
 		return nil, invalidf("tenant %q is not locked", name)
 	}
-	if due := te.meta.LockedAt.Add(e.grace()); !e.now().Before(due) {
-		return nil, invalidf("tenant %q cannot be unlocked: its grace period ended on %s and it is due for deletion", name, due.UTC().Format(time.RFC3339))
+	// Refused only when both the clock and the records say the grace
+	// period is over: a wrong clock cannot make a tenant look due.
+	ev, err := e.readEvidence(ctx, map[uint64]bool{te.meta.LockedSeq: true})
+	if err != nil {
+		return nil, err
+	}
+	if due, _ := ev.due(&te.meta, e.now().UTC(), e.grace()); due {
+		return nil, invalidf("tenant %q cannot be unlocked: its grace period ended on %s and it is due for deletion", name, te.meta.LockedAt.Add(e.grace()).UTC().Format(time.RFC3339))
 	}
 	te.meta.State = StateActive
 	te.meta.LockedAt = nil
+	te.meta.LockedSeq = 0
 	err = e.putTenant(ctx, te.rec.ID, te.rec.Version+1, &te.meta)
 	if err = e.audited(ctx, "tenant.unlock", te.rec.ID, "", err); err != nil {
 		return nil, err
@@ -145,24 +185,57 @@ func (e *Engine) ShredTenant(ctx context.Context, name, confirm string) (*ShredR
 }
 
 // SweepTenants shreds every locked tenant whose grace period is over at the
-// given time, with one master-key rotation for all of them. Safe to rerun.
-func (e *Engine) SweepTenants(ctx context.Context, at time.Time) (*ShredReport, error) {
+// given time and by the evidence of the records (the age of its lock
+// measured by the audit log, docs/design.md, chapter 9, "Time"), with one
+// master-key rotation for all of them. A tenant that the clock says is due
+// but the records do not is kept, with a warning. Every run is audited
+// ("tenant.sweep", with at and the newest record's time), so daily sweeps
+// keep the records' evidence fresh. Safe to rerun.
+func (e *Engine) SweepTenants(ctx context.Context, at time.Time) (rep *ShredReport, err error) {
 	unlock := e.lockTenant(tenantAdmin)
 	defer unlock()
 	all, err := e.tenantEntries()
 	if err != nil {
 		return nil, err
 	}
-	var due []*tenantEntry
+	want := map[uint64]bool{}
 	for _, te := range all {
-		if te.meta.State == StateLocked && !at.Before(te.meta.LockedAt.Add(e.grace())) {
-			due = append(due, te)
+		if te.meta.State == StateLocked && te.meta.LockedSeq != 0 {
+			want[te.meta.LockedSeq] = true
 		}
 	}
-	if len(due) == 0 && !e.pending() {
-		return &ShredReport{}, nil
+	ev, err := e.readEvidence(ctx, want)
+	if err != nil {
+		return nil, err
 	}
-	return e.finish(ctx, due)
+	grace := e.grace()
+	var due []*tenantEntry
+	var kept []string
+	for _, te := range all {
+		ok, why := ev.due(&te.meta, at, grace)
+		switch {
+		case ok:
+			due = append(due, te)
+		case why != "":
+			kept = append(kept, fmt.Sprintf("tenant %s was kept: %s", hex.EncodeToString(te.rec.ID[:4]), why))
+		}
+	}
+	rep = &ShredReport{}
+	if len(due) > 0 || e.pending() {
+		if rep, err = e.finish(ctx, due); rep == nil {
+			rep = &ShredReport{}
+		}
+	}
+	rep.Warnings = append(rep.Warnings, kept...)
+	detail := fmt.Sprintf("at=%d newest_record=%d shredded=%d kept=%d", at.Unix(), unixOrZero(ev.last), len(rep.Shredded), len(kept))
+	return rep, e.audited(ctx, "tenant.sweep", tenantAdmin, detail, err)
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
 }
 
 // RotateMasterKey moves every tenant key to a new master-key epoch and

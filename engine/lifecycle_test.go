@@ -112,6 +112,19 @@ func TestLockBlocksDataAndUnlockRestores(t *testing.T) {
 	}
 }
 
+// passDays moves the fake clock *now forward by days, one day at a time,
+// with an audited action (tenant set of tenant name) each day: the records
+// that show the time passing, as daily backups or a daily sweep would.
+func passDays(t *testing.T, e *Engine, now *time.Time, name string, days int) {
+	t.Helper()
+	for range days {
+		*now = now.Add(24 * time.Hour)
+		if _, err := e.UpdateTenant(context.Background(), name, TenantUpdate{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestUnlockAfterGraceRefused(t *testing.T) {
 	ctx := context.Background()
 	now := time.Now()
@@ -125,7 +138,8 @@ func TestUnlockAfterGraceRefused(t *testing.T) {
 	if _, err := e.LockTenant(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	now = now.Add(DefaultGracePeriod + time.Hour)
+	passDays(t, e, &now, "b", 28)
+	now = now.Add(time.Hour)
 	if _, err := e.UnlockTenant(ctx, "a"); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("unlock after the grace period: %v", err)
 	}
@@ -133,8 +147,10 @@ func TestUnlockAfterGraceRefused(t *testing.T) {
 
 func TestSweepGraceBoundaries(t *testing.T) {
 	ctx := context.Background()
-	dir, srcs := lcRepo(t, nil)
-	e, err := Open(dir, Options{})
+	now := time.Now()
+	clock := func() time.Time { return now }
+	dir, srcs := lcRepo(t, clock)
+	e, err := Open(dir, Options{Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,6 +160,7 @@ func TestSweepGraceBoundaries(t *testing.T) {
 		t.Fatal(err)
 	}
 	day := 24 * time.Hour
+	passDays(t, e, &now, "b", 27)
 	rep, err := e.SweepTenants(ctx, ti.DeleteAfter.Add(-day))
 	if err != nil || len(rep.Shredded) != 0 {
 		t.Fatalf("sweep at grace-1d: %+v, %v", rep, err)
@@ -154,15 +171,15 @@ func TestSweepGraceBoundaries(t *testing.T) {
 	if _, err := e.LockTenant(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	ti2, _ := e.findTenant("a")
-	rep, err = e.SweepTenants(ctx, ti2.meta.LockedAt.Add(DefaultGracePeriod+day))
+	passDays(t, e, &now, "b", 29)
+	rep, err = e.SweepTenants(ctx, now)
 	if err != nil || len(rep.Shredded) != 1 {
 		t.Fatalf("sweep at grace+1d: %+v, %v", rep, err)
 	}
 	if _, err := e.OpenTenant(ctx, "a"); !errors.Is(err, ErrTenantNotFound) {
 		t.Fatalf("shredded tenant still there: %v", err)
 	}
-	rep, err = e.SweepTenants(ctx, ti2.meta.LockedAt.Add(DefaultGracePeriod+day))
+	rep, err = e.SweepTenants(ctx, now)
 	if err != nil || len(rep.Shredded) != 0 {
 		t.Fatalf("second sweep: %+v, %v", rep, err)
 	}

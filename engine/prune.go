@@ -56,7 +56,12 @@ func (o *PruneOptions) fill() error {
 
 // PruneReport says what Prune found and did. Byte counts are sealed blob
 // bytes before parity unless named physical; physical bytes are the shard
-// data on the drives, parity included (ShardLen × (K+M) per pack).
+// data on the drives, parity included (ShardLen × (K+M) per pack). The
+// counts of what was done (packs deleted, repacked and written, blobs
+// repacked, bytes freed, containers removed) count only what was done, also
+// when Prune stops with an error: a pack counts as deleted or repacked once
+// the index no longer holds it, its bytes as freed once its shards are
+// deleted. With DryRun they are what would be done.
 type PruneReport struct {
 	DryRun    bool  `json:"dry_run"`
 	Tenants   int   `json:"tenants"`
@@ -77,10 +82,16 @@ type PruneReport struct {
 	BlobsRepacked int64 `json:"blobs_repacked"`
 	BytesRepacked int64 `json:"bytes_repacked"`
 
+	// PhysicalBefore counts the packs examined; PhysicalAfter what of them
+	// the index still holds, plus the new packs.
 	PhysicalBefore int64 `json:"physical_bytes_before"`
 	PhysicalAfter  int64 `json:"physical_bytes_after"`
-	// BytesFreed is PhysicalBefore − PhysicalAfter, plus the bytes of
-	// shredded tenants' containers removed.
+	// BytesFreed is the physical bytes of the deleted packs whose shards
+	// were all deleted, less those of the new packs written, plus the
+	// bytes of shredded tenants' containers removed. It equals
+	// PhysicalBefore − PhysicalAfter when every deletion succeeded, and is
+	// negative when a prune stopped after writing new packs but before
+	// deleting the old ones (the next prune deletes them).
 	BytesFreed int64 `json:"bytes_freed"`
 
 	// ShreddedContainers counts containers of shredded tenants removed from
@@ -248,14 +259,17 @@ func (e *Engine) pruneShredded(ctx context.Context, id index.TenantID, o PruneOp
 	if files == 0 {
 		return nil
 	}
-	total.ShreddedContainers++
-	total.BytesFreed += bytes
 	if o.DryRun {
+		total.ShreddedContainers++
+		total.BytesFreed += bytes
 		return nil
 	}
 	err := e.rp().PurgeContainer(ctx, c)
 	if err != nil {
 		total.warnf("shredded tenant %s: %v", c, trimPrefixes(err.Error()))
+	} else {
+		total.ShreddedContainers++
+		total.BytesFreed += bytes
 	}
 	return e.audited(ctx, "prune", id, fmt.Sprintf("shredded_objects=%d bytes_freed=%d", files, bytes), err)
 }
@@ -286,13 +300,27 @@ type pruner struct {
 	data, trees packer
 	// pending are repacked packs whose used blobs are in the packers or in
 	// new indexed packs; they are deleted after the packers are flushed.
-	pending []index.PackRec
+	pending []repackedPack
 	newData int64 // DryRun: bytes that repacking would write
 
 	// drops is the index batch of queued pack removals and dropped the
 	// packs in it (see dropPack); nil when nothing is queued.
 	drops   *index.Batch
-	dropped []index.PackRec
+	dropped []repackedPack
+
+	// What was done (not DryRun), in physical bytes: packs removed from
+	// the index, packs whose shards were all deleted, new packs written.
+	// freed is guarded by flushDrops's mutex while its deletes run.
+	removed, freed, written int64
+}
+
+// repackedPack is an old pack to be removed from the index: one that holds
+// no used blob, or one whose used blobs (blobs, of bytes) were copied to
+// new packs (repacked).
+type repackedPack struct {
+	rec         index.PackRec
+	repacked    bool
+	blobs, size int64
 }
 
 // maxPendingRepack bounds the old packs waiting for the packers to flush.
@@ -336,7 +364,12 @@ func (p *pruner) stage(name string) {
 
 func (p *pruner) finishReport() {
 	r := p.rep
-	if r.DryRun && p.newData > 0 {
+	if !r.DryRun {
+		r.PhysicalAfter = r.PhysicalBefore - p.removed + p.written
+		r.BytesFreed = p.freed - p.written
+		return
+	}
+	if p.newData > 0 {
 		cfg := p.t.e.conf()
 		k, m := int64(cfg.K), int64(cfg.M)
 		size := int64(cfg.PackSize)
@@ -482,16 +515,18 @@ func (p *pruner) sweep(ctx context.Context) error {
 		r.BytesUnused += unused
 		switch {
 		case u.used == 0:
-			r.PacksDeleted++
 			if p.o.DryRun {
+				r.PacksDeleted++
 				return nil
 			}
-			return p.dropPack(ctx, rec)
+			return p.dropPack(ctx, repackedPack{rec: rec})
 		case float64(unused)*100 > p.o.MaxUnusedPercent*float64(rec.DataLen):
 			return p.repack(ctx, rec, u)
 		default:
 			r.PacksKept++
-			r.PhysicalAfter += phys
+			if p.o.DryRun {
+				r.PhysicalAfter += phys
+			}
 			return nil
 		}
 	})
@@ -519,7 +554,8 @@ func (p *pruner) discardDrops() {
 // its shards are deleted by flushDrops once that batch is committed. A used
 // blob still located in it is a broken invariant: prune stops before
 // anything of the batch is committed.
-func (p *pruner) dropPack(ctx context.Context, rec index.PackRec) error {
+func (p *pruner) dropPack(ctx context.Context, rp repackedPack) error {
+	rec := rp.rec
 	db := p.t.e.db
 	if p.drops == nil {
 		p.drops = db.NewBatch()
@@ -544,7 +580,7 @@ func (p *pruner) dropPack(ctx context.Context, rec index.PackRec) error {
 		return err
 	}
 	p.drops.DeletePack(p.t.id, rec.ID)
-	p.dropped = append(p.dropped, rec)
+	p.dropped = append(p.dropped, rp)
 	if len(p.dropped) >= maxQueuedDrops || p.drops.Len() >= maxDropOps {
 		return p.flushDrops(ctx)
 	}
@@ -578,18 +614,34 @@ func (p *pruner) flushDrops(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("remove %d packs from the index: %w", len(recs), err)
 	}
+	// Done: the index no longer holds them.
+	r := p.rep
+	for _, d := range recs {
+		p.removed += physical(d.rec)
+		if d.repacked {
+			r.PacksRepacked++
+			r.BlobsRepacked += d.blobs
+			r.BytesRepacked += d.size
+		} else {
+			r.PacksDeleted++
+		}
+	}
 	rp := p.t.e.rp()
 	sem := make(chan struct{}, dropParallel)
 	var wg sync.WaitGroup
-	var mu sync.Mutex // guards p.rep.Warnings below
-	for _, rec := range recs {
+	var mu sync.Mutex // guards p.rep.Warnings and p.freed below
+	for _, d := range recs {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if err := rp.DeletePack(ctx, packInfo(p.t.container(), rec)); err != nil && ctx.Err() == nil {
-				mu.Lock()
-				p.rep.warnf("pack %s: some shards could not be deleted (scrub --repair removes them): %v", rec.ID, trimPrefixes(err.Error()))
-				mu.Unlock()
+			err := rp.DeletePack(ctx, packInfo(p.t.container(), d.rec))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				p.freed += physical(d.rec)
+			case ctx.Err() == nil:
+				p.rep.warnf("pack %s: some shards could not be deleted (scrub --repair removes them): %v", d.rec.ID, trimPrefixes(err.Error()))
 			}
 		})
 	}
@@ -601,8 +653,8 @@ func (p *pruner) flushDrops(ctx context.Context) error {
 // they are in indexed new packs (finishRepack).
 func (p *pruner) repack(ctx context.Context, rec index.PackRec, u packUse) error {
 	r := p.rep
-	r.PacksRepacked++
 	if p.o.DryRun {
+		r.PacksRepacked++
 		p.newData += u.usedBytes
 		r.BlobsRepacked += u.used
 		r.BytesRepacked += u.usedBytes
@@ -628,6 +680,7 @@ func (p *pruner) repack(ctx context.Context, rec index.PackRec, u packUse) error
 	}
 	slices.SortFunc(items, func(a, b item) int { return int(a.loc.Offset) - int(b.loc.Offset) })
 	pi := packInfo(p.t.container(), rec)
+	done := repackedPack{rec: rec, repacked: true} // counted once rec leaves the index
 	// Read windows of consecutive used blobs, up to repackWindow bytes each
 	// (one larger blob makes its own window).
 	for i := 0; i < len(items); {
@@ -665,9 +718,7 @@ func (p *pruner) repack(ctx context.Context, rec index.PackRec, u packUse) error
 					}
 					// Keep the pack: what was copied of it already is
 					// harmless (a second copy); the rest stays where it is.
-					r.PacksRepacked--
 					r.PacksKept++
-					r.PhysicalAfter += physical(rec)
 					r.warnf("pack %s was not repacked: blob %x cannot be read: %v", rec.ID, it.id[:8], trimPrefixes(err.Error()))
 					return nil
 				}
@@ -681,12 +732,12 @@ func (p *pruner) repack(ctx context.Context, rec index.PackRec, u packUse) error
 					return err
 				}
 			}
-			r.BlobsRepacked++
-			r.BytesRepacked += int64(it.loc.Length)
+			done.blobs++
+			done.size += int64(it.loc.Length)
 		}
 		i = j
 	}
-	p.pending = append(p.pending, rec)
+	p.pending = append(p.pending, done)
 	if len(p.pending) >= maxPendingRepack {
 		return p.finishRepack(ctx)
 	}
@@ -718,7 +769,7 @@ func (p *pruner) writeNew(ctx context.Context, pp *pendingPack) error {
 		return fmt.Errorf("write repacked pack: %w", err)
 	}
 	p.rep.PacksWritten++
-	p.rep.PhysicalAfter += info.ShardLen * int64(info.K+info.M)
+	p.written += info.ShardLen * int64(info.K+info.M)
 	return nil
 }
 
@@ -736,11 +787,11 @@ func (p *pruner) finishRepack(ctx context.Context) error {
 		}
 	}
 	p.stage("repacked")
-	for _, rec := range p.pending {
+	for _, rp := range p.pending {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := p.dropPack(ctx, rec); err != nil {
+		if err := p.dropPack(ctx, rp); err != nil {
 			return err
 		}
 	}

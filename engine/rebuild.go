@@ -158,7 +158,7 @@ func Rebuild(ctx context.Context, dir string, o RebuildOptions) (*RebuildReport,
 		return nil, err
 	}
 	if len(o.Drives) > 0 {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		if err := makePrivateDir(dir); err != nil {
 			return nil, fmt.Errorf("create repository folder: %w", err)
 		}
 	}
@@ -238,6 +238,9 @@ func (rb *rebuilder) run(ctx context.Context) error {
 		if err := os.Rename(tmp, asideName(indexDir(rb.dir))); err != nil {
 			return fmt.Errorf("move the unfinished rebuild in %s aside: %w", tmp, err)
 		}
+	}
+	if err := makePrivateDir(tmp); err != nil {
+		return fmt.Errorf("create the new index: %w", err)
 	}
 	db, err := index.Open(tmp, index.Options{})
 	if err != nil {

@@ -15,12 +15,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"coffer/engine/fsmeta"
-	"coffer/engine/source"
 	"coffer/engine/tree"
 	"coffer/index"
 	"coffer/repo"
@@ -74,7 +74,7 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 	if err := os.MkdirAll(target, 0o700); err != nil {
 		return nil, fmt.Errorf("create restore target: %w", err)
 	}
-	root, err := t.rootTree(ctx, s)
+	rootID, err := parseTreeID(s.Tree)
 	if err != nil {
 		return nil, err
 	}
@@ -205,65 +205,58 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 	}
 	var dirs []restoreDir
 	var links []restoreFile
-	var walk func(tr *tree.Tree, dir, rel string) error
-	walk = func(tr *tree.Tree, dir, rel string) error {
-		for i := range tr.Nodes {
-			n := &tr.Nodes[i]
-			r := source.JoinRel(rel, n.Name)
-			in, need := selected(includes, r)
-			if !in && !need {
-				continue
-			}
-			p := filepath.Join(dir, n.Name)
-			switch n.Type {
-			case tree.Dir:
-				if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-					return fmt.Errorf("create folder: %w", err)
-				}
-				sub, err := t.loadTree(gctx, n.Subtree)
-				if err != nil {
-					return err
-				}
-				if err := walk(sub, p, r); err != nil {
-					return err
-				}
-				dirs = append(dirs, restoreDir{path: p, node: n})
-			case tree.File:
-				if !in {
-					continue
-				}
-				select {
-				case files <- restoreFile{path: p, node: n}:
-				case <-gctx.Done():
-					return gctx.Err()
-				}
-			case tree.Hardlink:
-				if in {
-					links = append(links, restoreFile{path: p, node: n})
-				}
-			default:
-				if !in {
-					continue
-				}
-				_ = os.Remove(p)
-				if err := fsmeta.Create(p, n); err != nil {
-					if errors.Is(err, fsmeta.ErrSkipped) || errors.Is(err, fsmeta.ErrNeedRoot) {
-						warn(p, err)
-						continue
-					}
-					return fmt.Errorf("create %s: %w", p, err)
-				}
-				if err := fsmeta.Apply(p, n, applyOpts); err != nil {
-					warn(p, err)
-				}
-				st.Other++
-			}
+	// One walker for every front end (treeWalker): it keeps to the tree
+	// limits, so a snapshot whose folders repeat shared subtrees stops with
+	// one sentence instead of filling the target without end.
+	w := &treeWalker{t: t, s: s, checkAfter: restoreCheckAfter, visit: func(r string, n *tree.Node) (bool, error) {
+		in, need := selected(includes, r)
+		if !in && !need {
+			return false, nil
 		}
-		return nil
-	}
+		p := filepath.Join(target, filepath.FromSlash(r))
+		switch n.Type {
+		case tree.Dir:
+			if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+				return false, fmt.Errorf("create folder: %w", err)
+			}
+			// Applied at the end in reverse, so deepest first.
+			dirs = append(dirs, restoreDir{path: p, node: n})
+			return true, nil
+		case tree.File:
+			if !in {
+				return false, nil
+			}
+			select {
+			case files <- restoreFile{path: p, node: n}:
+			case <-gctx.Done():
+				return false, gctx.Err()
+			}
+		case tree.Hardlink:
+			if in {
+				links = append(links, restoreFile{path: p, node: n})
+			}
+		default:
+			if !in {
+				return false, nil
+			}
+			_ = os.Remove(p)
+			if err := fsmeta.Create(p, n); err != nil {
+				if errors.Is(err, fsmeta.ErrSkipped) || errors.Is(err, fsmeta.ErrNeedRoot) {
+					warn(p, err)
+					return false, nil
+				}
+				return false, fmt.Errorf("create %s: %w", p, err)
+			}
+			if err := fsmeta.Apply(p, n, applyOpts); err != nil {
+				warn(p, err)
+			}
+			st.Other++
+		}
+		return false, nil
+	}}
 	g.Go(func() error {
 		defer close(files)
-		return walk(root, target, "")
+		return w.walk(gctx, rootID, "")
 	})
 	g.Go(func() error {
 		creators.Wait()
@@ -317,6 +310,11 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 	}
 	return st, nil
 }
+
+// restoreCheckAfter is the entries after which a restore's walk may check
+// the shape of the snapshot's tree (treeWalker.checkAfter): each entry
+// costs a file or folder on the target.
+const restoreCheckAfter = 1 << 12
 
 // Limits of a restore read group: blobs of one pack, at most restoreGap
 // bytes apart, spanning at most restoreSpan bytes; a batch sorts up to
@@ -532,32 +530,16 @@ type Entry struct {
 }
 
 // List calls fn for every node at or below dir ("/" for everything) in the
-// snapshot, in depth-first order with folders before their entries.
+// snapshot, in depth-first order with folders before their entries. The
+// walk keeps to the tree limits (ErrTreeLimit, see treeWalker): a snapshot
+// whose folders repeat shared subtrees into more than MaxSnapshotNodes
+// entries stops with one sentence instead of listing without end.
 func (t *Tenant) List(ctx context.Context, s *Snapshot, dir string, fn func(Entry) error) error {
 	n, rel, err := t.lookup(ctx, s, dir)
 	if err != nil {
 		return err
 	}
-	var walk func(tr *tree.Tree, rel string) error
-	walk = func(tr *tree.Tree, rel string) error {
-		for i := range tr.Nodes {
-			c := &tr.Nodes[i]
-			r := source.JoinRel(rel, c.Name)
-			if err := fn(entry(r, c)); err != nil {
-				return err
-			}
-			if c.Type == tree.Dir {
-				sub, err := t.loadTree(ctx, c.Subtree)
-				if err != nil {
-					return err
-				}
-				if err := walk(sub, r); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
+	var rootID tree.ID
 	if n != nil {
 		if err := fn(entry(rel, n)); err != nil {
 			return err
@@ -565,17 +547,14 @@ func (t *Tenant) List(ctx context.Context, s *Snapshot, dir string, fn func(Entr
 		if n.Type != tree.Dir {
 			return nil
 		}
-	}
-	var sub *tree.Tree
-	if n == nil {
-		sub, err = t.rootTree(ctx, s)
-	} else {
-		sub, err = t.loadTree(ctx, n.Subtree)
-	}
-	if err != nil {
+		rootID = n.Subtree
+	} else if rootID, err = parseTreeID(s.Tree); err != nil {
 		return err
 	}
-	return walk(sub, rel)
+	w := &treeWalker{t: t, s: s, visit: func(r string, c *tree.Node) (bool, error) {
+		return true, fn(entry(r, c))
+	}}
+	return w.walk(ctx, rootID, rel)
 }
 
 func entry(rel string, n *tree.Node) Entry {
@@ -596,6 +575,9 @@ func (t *Tenant) lookup(ctx context.Context, s *Snapshot, p string) (*tree.Node,
 		return nil, "", err
 	}
 	parts := strings.Split(rel, "/")
+	if len(parts) > MaxTreeDepth {
+		return nil, "", fmt.Errorf("%w: %s has more than %d levels", ErrPathNotFound, shortPath("/"+rel, 200), MaxTreeDepth)
+	}
 	for i, part := range parts {
 		n := tr.Find(part)
 		if n == nil {
@@ -614,34 +596,79 @@ func (t *Tenant) lookup(ctx context.Context, s *Snapshot, p string) (*tree.Node,
 	return nil, "", nil // not reached
 }
 
-// Dump writes the content of the file at p in snapshot s to w.
-func (t *Tenant) Dump(ctx context.Context, s *Snapshot, p string, w io.Writer) (err error) {
-	defer func() { err = t.e.audited(ctx, "dump", t.id, "snapshot="+s.ID, err) }()
-	return t.dump(ctx, s, p, w)
+// Dump writes the content of the file at p in snapshot s to w. It is
+// audited before the first byte is written ("dump", detail "snapshot=ID
+// bytes=SIZE"): if that entry cannot be written, nothing is, and a process
+// that dies while writing (a reader that closed the pipe: SIGPIPE) has left
+// its entry. A dump that fails after the entry, or whose reader closed the
+// output early, gets a second entry with its outcome and the bytes written.
+func (t *Tenant) Dump(ctx context.Context, s *Snapshot, p string, w io.Writer) error {
+	n, err := t.dumpNode(ctx, s, p)
+	if err != nil {
+		return t.e.audited(ctx, "dump", t.id, "snapshot="+s.ID, err)
+	}
+	if err := t.e.logAudit(ctx, "dump", t.id, nil, fmt.Sprintf("snapshot=%s bytes=%d", s.ID, n.Size)); err != nil {
+		return fmt.Errorf("nothing was written, as the audit entry of the dump could not be written: %w", err)
+	}
+	written, err := t.dumpContent(ctx, n, w)
+	if err != nil {
+		if aerr := t.e.logAudit(context.WithoutCancel(ctx), "dump", t.id, err, fmt.Sprintf("snapshot=%s bytes=%d", s.ID, written)); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+	}
+	return err
 }
 
-func (t *Tenant) dump(ctx context.Context, s *Snapshot, p string, w io.Writer) error {
+// dumpNode finds the file at p in s (following a hard link).
+func (t *Tenant) dumpNode(ctx context.Context, s *Snapshot, p string) (*tree.Node, error) {
 	n, _, err := t.lookup(ctx, s, p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if n != nil && n.Type == tree.Hardlink {
 		n, _, err = t.lookup(ctx, s, n.LinkTarget)
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if n == nil || n.Type != tree.File {
-		return invalidf("%s in snapshot %s is not a file", p, s.ID[:8])
+		return nil, invalidf("%s in snapshot %s is not a file", shortPath(p, 200), s.ID[:8])
 	}
+	return n, nil
+}
+
+// writeContent writes the content of file node n of snapshot s to w (a
+// hard link's is its target's) and returns the bytes written.
+func (t *Tenant) writeContent(ctx context.Context, s *Snapshot, n *tree.Node, w io.Writer) (int64, error) {
+	if n.Type == tree.Hardlink {
+		target, _, err := t.lookup(ctx, s, n.LinkTarget)
+		if err != nil {
+			return 0, err
+		}
+		n = target
+	}
+	if n == nil || n.Type != tree.File {
+		return 0, invalidf("a hard link in snapshot %s does not lead to a file", s.ID[:8])
+	}
+	return t.dumpContent(ctx, n, w)
+}
+
+// dumpContent writes n's content to w and returns the bytes written.
+func (t *Tenant) dumpContent(ctx context.Context, n *tree.Node, w io.Writer) (int64, error) {
+	var written int64
 	for _, id := range n.Content {
 		data, err := t.readBlob(ctx, DataBlob, id)
 		if err != nil {
-			return err
+			return written, err
 		}
-		if _, err := w.Write(data); err != nil {
-			return fmt.Errorf("write output: %w", err)
+		k, err := w.Write(data)
+		written += int64(k)
+		if errors.Is(err, syscall.EPIPE) {
+			return written, fmt.Errorf("write output: the reader closed it after %d of %d bytes", written, n.Size)
+		}
+		if err != nil {
+			return written, fmt.Errorf("write output: %w", err)
 		}
 	}
-	return nil
+	return written, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -63,12 +64,45 @@ func (t *Tenant) openSnapshot(rec index.SnapshotRec) (*Snapshot, error) {
 	return &s, nil
 }
 
-// commitSnapshot records a snapshot: sealed record durable on the drives
-// first, then the index. Everything it references is indexed before this is
-// called.
-func (t *Tenant) commitSnapshot(ctx context.Context, s *Snapshot) error {
+// commitAudited saves snapshot s (everything it references indexed) with
+// its audit entry "backup", whose detail is "snapshot=ID", then extra, then
+// the counts. The entry is written first: no snapshot is ever saved without
+// its entry (audit --verify checks that), and a backup whose entry cannot be
+// written saves nothing (its packs stay until prune). If the snapshot then
+// cannot be saved, a second entry records the failure with "committed=0".
+// A crash between the two leaves an entry naming a snapshot that does not
+// exist, like a snapshot forgotten since. outcome is nil or
+// ErrPartialBackup. On success s.ID is the new snapshot's ID.
+//
+// It returns whether the outcome is audited; false (with ctx's error) when
+// ctx ended before the entry was written, for the caller to audit.
+func (t *Tenant) commitAudited(ctx context.Context, s *Snapshot, outcome error, extra string) (bool, error) {
 	var id [16]byte
 	randomBytes(id[:])
+	sid := hex.EncodeToString(id[:])
+	detail := fmt.Sprintf("snapshot=%s%s files=%d bytes=%d added=%d", sid, extra, s.Stats.Files, s.Stats.Bytes, s.Stats.BytesStored)
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	if err := t.e.logAudit(ctx, "backup", t.id, outcome, detail); err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return true, fmt.Errorf("the backup was not saved, as its audit entry could not be written (its packs stay until prune): %w", err)
+	}
+	if err := t.commitSnapshot(ctx, s, id); err != nil {
+		if aerr := t.e.logAudit(context.WithoutCancel(ctx), "backup", t.id, err, fmt.Sprintf("snapshot=%s%s committed=0", sid, extra)); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+		return true, err
+	}
+	return true, nil
+}
+
+// commitSnapshot records a snapshot under the new ID id: sealed record
+// durable on the drives first, then the index. Everything it references is
+// indexed before this is called.
+func (t *Tenant) commitSnapshot(ctx context.Context, s *Snapshot, id [16]byte) error {
 	s.ID = ""
 	body, err := json.Marshal(s)
 	if err != nil {

@@ -23,8 +23,10 @@ func newAuditCmd(g *globals) *cobra.Command {
 actor, action, tenant ID (first 8 hex digits), outcome and detail.
 
 --verify checks every entry's MAC, the sequence numbers, the links across
-master-key rotations, and the head anchored in the index and on the drives; it
-exits 14 if an entry was altered, removed, reordered or cut off. --anchor
+master-key rotations, the head anchored in the index and on the drives, and
+that every snapshot (in the index or on the drives) has its backup entry; it
+exits 14 if an entry was altered, removed, reordered or cut off, or a snapshot
+was saved unaudited. --anchor
 SEQ:MAC (repeatable) also checks the head printed by an earlier weekly report,
 which catches a tail cut off everywhere at once.`,
 		Args: args(cobra.NoArgs),
@@ -130,6 +132,6 @@ func runAuditVerify(ctx context.Context, g *globals, e *engine.Engine, anchors [
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "audit trail verified: %d entries, %d key rotations, head %d:%s\n", rep.Entries, rep.Rotations, rep.HeadSeq, rep.HeadMAC)
+	fmt.Fprintf(g.stdout, "audit trail verified: %d entries, %d key rotations, %s each with its backup entry, head %d:%s\n", rep.Entries, rep.Rotations, plural(int64(rep.Snapshots), "snapshot", "snapshots"), rep.HeadSeq, rep.HeadMAC)
 	return nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -77,8 +76,8 @@ func runBackup(cmd *cobra.Command, g *globals, f backupFlags, paths []string) er
 		fmt.Fprintf(g.stdout, "  %d new blobs, %s added, %s stored after compression\n",
 			st.BlobsAdded, formatBytes(st.BytesAdded), formatBytes(st.BytesStored))
 	}
-	if errors.Is(err, engine.ErrPartialBackup) {
-		return err
-	}
-	return nil
+	// A snapshot was saved; err is nil or says what else happened (some
+	// files unreadable: exit 3). It is never dropped: a command reports
+	// success only for what it did.
+	return err
 }

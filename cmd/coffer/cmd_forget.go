@@ -154,7 +154,7 @@ func printForgetResult(g *globals, rep *engine.ForgetReport, prep *engine.PruneR
 	}
 	printForgetReport(g.stdout, rep)
 	if prep != nil {
-		printPruneReport(g.stdout, tenant, prep)
+		printPruneSummary(g.stdout, tenant, prep, err)
 	}
 	return err
 }
@@ -282,8 +282,38 @@ func printPruneResult(g *globals, name string, rep *engine.PruneReport, err erro
 		}
 		return err
 	}
-	printPruneReport(g.stdout, name, rep)
+	printPruneSummary(g.stdout, name, rep, err)
 	return err
+}
+
+// printPruneSummary prints what a prune did: the summary when it finished,
+// and when it stopped with err (which the caller prints), only what it had
+// done by then, if anything.
+func printPruneSummary(w io.Writer, name string, r *engine.PruneReport, err error) {
+	if err == nil {
+		printPruneReport(w, name, r)
+		return
+	}
+	if r.PacksDeleted+r.PacksRepacked+r.PacksWritten == 0 && r.ShreddedContainers == 0 {
+		return
+	}
+	what := "all tenants"
+	if name != "" {
+		what = "tenant " + name
+	}
+	fmt.Fprintf(w, "prune of %s stopped after deleting %s and repacking %s into %s",
+		what, plural(r.PacksDeleted, "pack", "packs"), plural(r.PacksRepacked, "pack", "packs"), plural(r.PacksWritten, "new pack", "new packs"))
+	if r.ShreddedContainers > 0 {
+		fmt.Fprintf(w, ", removing what was left of %s", plural(int64(r.ShreddedContainers), "shredded tenant", "shredded tenants"))
+	}
+	if r.BytesFreed >= 0 {
+		fmt.Fprintf(w, "; %s freed on the drives\n", formatBytes(r.BytesFreed))
+	} else {
+		fmt.Fprintf(w, "; the new packs take %s more on the drives until a prune deletes the old ones\n", formatBytes(-r.BytesFreed))
+	}
+	for _, warn := range r.Warnings {
+		fmt.Fprintf(w, "  warning: %s\n", warn)
+	}
 }
 
 // printPruneReport prints the summary of a prune: counts, bytes freed and

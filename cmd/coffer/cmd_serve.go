@@ -56,7 +56,9 @@ concerned at once. Backup and restore go through --remote instead.`,
 		},
 	}
 	c.Flags().StringVar(&listen, "listen", "", "address to listen on, HOST:PORT")
-	c.Flags().IntVar(&cfg.MaxConns, "max-conns", 64, "most client connections at once")
+	c.Flags().IntVar(&cfg.MaxConns, "max-conns", 64, "most admitted client sessions at once")
+	c.Flags().IntVar(&cfg.MaxHandshakes, "max-handshakes", 64, "most connections not yet admitted (in the TLS handshake) at once; when full the oldest is closed for a newcomer")
+	c.Flags().IntVar(&cfg.MaxHandshakesPerAddr, "max-handshakes-per-addr", 8, "most connections not yet admitted from one address (IPv6: one /64)")
 	c.Flags().DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close a connection idle this long")
 	c.Flags().IntVar(&cfg.MaxBackups, "max-backups", 8, "most backups at once (each holds about two pack sizes of memory); others wait up to the idle timeout")
 	return c

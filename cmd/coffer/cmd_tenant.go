@@ -133,7 +133,7 @@ func newTenantSweepCmd(g *globals) *cobra.Command {
 		Short: "Shred every locked tenant whose grace period is over (one master-key rotation for all)",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			t, err := parseAt(at)
+			t, err := parseAt(at, g.clock)
 			if err != nil {
 				return err
 			}
@@ -149,7 +149,7 @@ func newTenantSweepCmd(g *globals) *cobra.Command {
 			return err
 		},
 	}
-	c.Flags().StringVar(&at, "at", "", "evaluate as of this time (RFC 3339; default now)")
+	c.Flags().StringVar(&at, "at", "", "evaluate as of this time (RFC 3339; default now); like the clock, it shreds only what the records show is due")
 	return c
 }
 
@@ -177,9 +177,9 @@ func printShred(g *globals, rep *engine.ShredReport) {
 }
 
 // parseAt parses an --at flag: RFC 3339, or "" for now.
-func parseAt(s string) (time.Time, error) {
+func parseAt(s string, now func() time.Time) (time.Time, error) {
 	if s == "" {
-		return time.Now(), nil
+		return now(), nil
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {

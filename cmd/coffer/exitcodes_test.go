@@ -26,6 +26,11 @@ func TestExitCodes(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "does-not-exist")
 	badKey := filepath.Join(t.TempDir(), "bad.key")
 	writeFile(t, badKey, []byte("this is not a coffer master key\n"))
+	if err := os.Chmod(badKey, 0o600); err != nil { // private: malformed, not exposed
+		t.Fatal(err)
+	}
+	openKey := filepath.Join(t.TempDir(), "open.key")
+	copyFile(t, r.key, openKey, 0o644)
 	fresh := func() string { return filepath.Join(t.TempDir(), "new") }
 
 	repo := func(a ...string) []string { return append([]string{"--repo", r.dir}, a...) }
@@ -76,6 +81,7 @@ func TestExitCodes(t *testing.T) {
 		{name: "key of another repository, data command", args: []string{"--repo", r.dir, "--master-key-file", other.key, "--tenant", "acme", "snapshots"}, want: exitWrongKey},
 		{name: "missing key file", args: []string{"--repo", r.dir, "--master-key-file", filepath.Join(empty, "nokey"), "tenant", "list"}, want: exitWrongKey, inStderr: filepath.Join(empty, "nokey")},
 		{name: "malformed key file", args: []string{"--repo", r.dir, "--master-key-file", badKey, "tenant", "list"}, want: exitWrongKey, inStderr: badKey},
+		{name: "key file others may read", args: []string{"--repo", r.dir, "--master-key-file", openKey, "tenant", "list"}, want: exitWrongKey, inStderr: "chmod 600 " + openKey},
 
 		// Plain errors: 1.
 		{name: "unknown tenant", args: repo("--tenant", "nobody", "snapshots"), want: exitError, inStderr: "nobody"},

@@ -37,7 +37,8 @@ const exitCodesHelp = `Exit codes:
   3    backup finished, but some source files could not be read
   10   repository does not exist
   11   repository is held by another process (after --retry-lock ran out)
-  12   wrong, missing or malformed master key
+  12   wrong, missing or malformed master key, or a key file (master key,
+       --identity, server key) that others than its owner may read
   13   tenant is locked
   14   check or scrub found damage
   130  interrupted`
@@ -110,6 +111,8 @@ func execute(ctx context.Context, g *globals, args []string) int {
 func exitCode(err error) int {
 	var ue usageError
 	switch {
+	case errors.Is(err, engine.ErrUnaudited):
+		return exitError // done, but not audited: whatever the audit's error was
 	case errors.As(err, &ue), errors.Is(err, engine.ErrInvalid), isCobraUsage(err):
 		return exitUsage
 	case errors.Is(err, engine.ErrPartialBackup):
@@ -118,7 +121,8 @@ func exitCode(err error) int {
 		return exitNoRepo
 	case errors.Is(err, engine.ErrRepoLocked):
 		return exitRepoLocked
-	case errors.Is(err, engine.ErrWrongKey), errors.Is(err, engine.ErrNoMasterKey), errors.Is(err, engine.ErrBadKeyFile):
+	case errors.Is(err, engine.ErrWrongKey), errors.Is(err, engine.ErrNoMasterKey), errors.Is(err, engine.ErrBadKeyFile),
+		errors.Is(err, engine.ErrKeyFileExposed):
 		return exitWrongKey
 	case errors.Is(err, engine.ErrTenantLocked):
 		return exitTenantLocked

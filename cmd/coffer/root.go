@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"coffer/engine"
+	"coffer/repo"
 )
 
 // globals are the global flags and the process's streams.
@@ -44,6 +45,19 @@ type globals struct {
 	// lent, when set, is coffer serve's open engine: the command came
 	// through the admin socket and runs on it.
 	lent *engine.Engine
+
+	// Tests set these (through execute): the clock, and a wrapper of every
+	// drive (engine.Options.Now and WrapDrive). nil means the real ones.
+	now       func() time.Time
+	wrapDrive func(id string, d repo.Drive) repo.Drive
+}
+
+// clock returns the time now (g.now in tests).
+func (g *globals) clock() time.Time {
+	if g.now != nil {
+		return g.now()
+	}
+	return time.Now()
 }
 
 // path makes a path argument absolute against the caller's folder (which
@@ -182,6 +196,8 @@ func (g *globals) open(cmd *cobra.Command) (*engine.Engine, error) {
 		RetryLock:     g.retryLock,
 		Command:       "coffer " + cmd.Name(),
 		Warn:          g.stderr,
+		Now:           g.now,
+		WrapDrive:     g.wrapDrive,
 
 		S3CAFile:          g.s3CA,
 		S3AllowVersioning: g.s3AllowVersioning,

@@ -10,7 +10,7 @@
 // is described in docs/design.md.
 //
 // What it must never do: read or write file contents, walk folders, decide
-// about hard links (the engine tracks inodes, using Info.Dev), follow a final
+// about hard links (engine/walk tracks inodes, using Info.Dev), follow a final
 // symlink, log, or panic. Errors from the system are returned wrapped (as
 // *fs.PathError where a path is involved), so errors.Is works on the errno.
 //

@@ -16,10 +16,15 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"coffer/engine"
 )
+
+// dialAttempts is how many times Dial connects when the server closes the
+// connection before the handshake ends.
+const dialAttempts = 3
 
 // Client is a connection to a Coffer server, authenticated with a client
 // key and pinned to the server's key. Its methods are safe for concurrent
@@ -100,20 +105,37 @@ func Dial(ctx context.Context, addr string, identity ed25519.PrivateKey, serverF
 			return fmt.Errorf("%w: expected %s, the server at %s has %s", ErrFingerprint, strings.Join(pins, " or "), addr, got)
 		},
 	}
-	d := &net.Dialer{Timeout: 15 * time.Second}
-	raw, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", addr, err)
-	}
-	cnt := &countingConn{Conn: raw}
-	c := tls.Client(cnt, cfg)
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if err := c.HandshakeContext(ctx); err != nil {
+	// A server whose handshake places are all taken (a flood of
+	// connections) closes new ones before their handshake: try again a
+	// few times, after a short wait.
+	var c *tls.Conn
+	var cnt *countingConn
+	for attempt := 0; ; attempt++ {
+		d := &net.Dialer{Timeout: 15 * time.Second}
+		raw, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s: %w", addr, err)
+		}
+		cnt = &countingConn{Conn: raw}
+		c = tls.Client(cnt, cfg)
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		err = c.HandshakeContext(ctx)
+		if err == nil {
+			break
+		}
 		c.Close()
 		if errors.Is(err, ErrFingerprint) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		closed := errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+		if !closed || attempt == dialAttempts-1 || ctx.Err() != nil {
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		select {
+		case <-time.After(time.Duration(attempt+1) * 250 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	cl := &Client{c: c, bw: bufio.NewWriterSize(c, 64<<10), br: bufio.NewReaderSize(c, 64<<10), cnt: cnt}
 	// In TLS 1.3 the server checks the client's key after the client's
@@ -217,6 +239,8 @@ func codeError(code, msg string) error {
 		return fmt.Errorf("%w (remote: %s)", engine.ErrQuotaExceeded, msg)
 	case codeProtocol:
 		return fmt.Errorf("%w: %s", ErrProtocol, msg)
+	case codeLimit:
+		return fmt.Errorf("%w (remote: %s)", engine.ErrTreeLimit, msg)
 	}
 	return fmt.Errorf("%w: %s", ErrServer, msg)
 }

@@ -82,9 +82,11 @@ func ParsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
 	return nil, fmt.Errorf("%w: PEM block %q", ErrBadKey, block.Type)
 }
 
-// ReadPrivateKey reads and parses the private key file at path.
+// ReadPrivateKey reads and parses the private key file at path. A file
+// that its group or others may read is refused, as ssh refuses it: the
+// error wraps engine.ErrKeyFileExposed and says to run chmod 600.
 func ReadPrivateKey(path string) (ed25519.PrivateKey, error) {
-	data, err := readSmall(path)
+	data, err := engine.ReadKeyFile("private key file", path, maxKeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -194,8 +196,8 @@ func LoadOrCreateServerKey(repoDir string) (ed25519.PrivateKey, bool, error) {
 	path := filepath.Join(repoDir, ServerKeyName)
 	st, err := os.Stat(path)
 	if err == nil {
-		if st.Mode().Perm()&0o077 != 0 {
-			return nil, false, fmt.Errorf("server key %s has mode %v; it must be readable by its owner only (chmod 600)", path, st.Mode().Perm())
+		if err := engine.CheckKeyFileMode("server key", path, st); err != nil {
+			return nil, false, err
 		}
 		k, err := ReadPrivateKey(path)
 		return k, false, err

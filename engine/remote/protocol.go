@@ -85,6 +85,7 @@ const (
 	codeNoBlob    = "no_blob"  // blob not found (for this tenant)
 	codeQuota     = "quota"    // the tenant's quota would be exceeded
 	codeProtocol  = "protocol" // the request broke the protocol; the connection is closed
+	codeLimit     = "limit"    // a snapshot's tree is over a limit (engine.ErrTreeLimit)
 )
 
 // Errors a client sees. Codes from the server map onto engine classes where

@@ -245,6 +245,7 @@ func TestConfigDefaults(t *testing.T) {
 	var c Config
 	c.fill()
 	if c.MaxConns <= 0 || c.MaxTenantConns <= 0 || c.MaxBackups <= 0 || c.IdleTimeout <= 0 ||
+		c.MaxHandshakes <= 0 || c.MaxHandshakesPerAddr <= 0 || c.RefusalDelay <= 0 ||
 		c.HandshakeTimeout <= 0 || c.WriteTimeout <= 0 || c.ShutdownTimeout <= 0 || c.Log == nil {
 		t.Fatalf("zero Config left a limit unset: %+v", c)
 	}

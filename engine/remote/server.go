@@ -12,6 +12,7 @@ import (
 	"net"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,8 +22,22 @@ import (
 
 // Config bounds a server. Zero fields take the defaults.
 type Config struct {
-	MaxConns       int // open connections at once (default 64)
-	MaxTenantConns int // open connections of one tenant at once (default 16)
+	MaxConns       int // admitted sessions at once (default 64)
+	MaxTenantConns int // admitted sessions of one tenant at once (default 16)
+	// MaxHandshakes bounds the connections not yet admitted (in the TLS
+	// handshake or being refused), apart from MaxConns. When it is full, a
+	// newcomer takes the place of the oldest connection that has sent
+	// nothing for 100 ms, else of the oldest of a source over its share,
+	// else it is closed (default 64; see gate).
+	MaxHandshakes int
+	// MaxHandshakesPerAddr is the share of one source address (an IPv6
+	// /64) in a full handshake gate (default 8).
+	MaxHandshakesPerAddr int
+	// RefusalDelay is the time from the end of the handshake at which a
+	// refused key gets its answer, whatever the reason (unknown key,
+	// removed key, locked or shredded tenant), so the answer's timing does
+	// not tell them apart (default 100ms).
+	RefusalDelay time.Duration
 	// MaxBackups bounds the backup sessions open at once, and so the
 	// server's memory for them (each holds pack buffers: about two pack
 	// sizes). Others wait for a place up to BackupWait, then get busy
@@ -33,7 +48,7 @@ type Config struct {
 	// tenant) (default: IdleTimeout).
 	BackupWait       time.Duration
 	IdleTimeout      time.Duration // longest wait for the next request (default 5m)
-	HandshakeTimeout time.Duration // longest TLS handshake (default 10s)
+	HandshakeTimeout time.Duration // longest time from accept to admission (default 5s)
 	WriteTimeout     time.Duration // longest wait for the client to take one frame (default 1m)
 	ShutdownTimeout  time.Duration // how long Serve waits for requests in flight after ctx ends (default 30s)
 	// Log, if set, receives events: a short event name and key/value pairs
@@ -50,6 +65,15 @@ func (c *Config) fill() {
 	if c.MaxTenantConns <= 0 {
 		c.MaxTenantConns = 16
 	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 64
+	}
+	if c.MaxHandshakesPerAddr <= 0 {
+		c.MaxHandshakesPerAddr = 8
+	}
+	if c.RefusalDelay <= 0 {
+		c.RefusalDelay = 100 * time.Millisecond
+	}
 	if c.MaxBackups <= 0 {
 		c.MaxBackups = 8
 	}
@@ -60,7 +84,7 @@ func (c *Config) fill() {
 		c.BackupWait = c.IdleTimeout
 	}
 	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = 10 * time.Second
+		c.HandshakeTimeout = 5 * time.Second
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = time.Minute
@@ -114,22 +138,29 @@ func (s *Server) revoke(r engine.Revocation) {
 	}
 }
 
-// admit records the tenant and key of a session whose key was accepted, or
-// reports that the tenant has MaxTenantConns sessions already.
-func (s *Server) admit(sc *serverConn, tenant, fp string) bool {
+// admit records the tenant and key of a session whose key was accepted,
+// or returns why not: the server has MaxConns admitted sessions
+// ("server-limit") or the tenant MaxTenantConns ("tenant-limit").
+func (s *Server) admit(sc *serverConn, tenant, fp string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
+	all, n := 0, 0
 	for o := range s.conns {
-		if o.tenant == tenant {
-			n++
+		if o.tenant != "" {
+			all++
+			if o.tenant == tenant {
+				n++
+			}
 		}
 	}
+	if all >= s.cfg.MaxConns {
+		return "server-limit"
+	}
 	if n >= s.cfg.MaxTenantConns {
-		return false
+		return "tenant-limit"
 	}
 	sc.tenant, sc.fp = tenant, fp
-	return true
+	return ""
 }
 
 // Fingerprint is the server key's fingerprint, which clients pin.
@@ -140,20 +171,21 @@ func (s *Server) tlsConfig() *tls.Config {
 		MinVersion:   tls.VersionTLS13,
 		MaxVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{s.cert},
-		// Clients present a self-signed certificate for their key; the key
-		// is checked against the registered keys below (no CA).
+		// Clients present a certificate for their key (self-signed; no CA).
+		// The handshake takes any ed25519 key and checks only that the
+		// client holds it (its CertificateVerify signature). Which keys are
+		// registered is decided after the handshake (serverConn.serve): Go's
+		// TLS 1.3 server runs VerifyConnection before it checks that
+		// signature, so a check here would answer a forged signature over a
+		// registered key differently from one over an unknown key, and
+		// anyone holding a public key could learn whether it is a customer's.
 		ClientAuth: tls.RequireAnyClientCert,
 		// No resumption: every connection shows its key again, so a removed
 		// key cannot come back on an old ticket.
 		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			pub, ok := peerKey(cs)
-			if !ok {
-				return engine.ErrClientRefused
-			}
-			_, _, err := s.e.AuthenticateClient(context.Background(), pub)
-			if err != nil {
-				return engine.ErrClientRefused
+			if _, ok := peerKey(cs); !ok {
+				return engine.ErrClientRefused // not an ed25519 key: the same for everyone
 			}
 			return nil
 		},
@@ -163,8 +195,15 @@ func (s *Server) tlsConfig() *tls.Config {
 // Serve accepts connections on ln until ctx ends, then stops accepting,
 // lets requests in flight finish (up to Config.ShutdownTimeout), closes
 // every connection and returns nil. It closes ln.
+//
+// A connection passes two budgets: until its key is admitted it is in the
+// handshake gate (MaxHandshakes, MaxHandshakesPerAddr, HandshakeTimeout;
+// see gate), then it is a session (MaxConns, MaxTenantConns). Idle or slow
+// connections that never finish a handshake therefore cannot take the
+// places of customers' sessions.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	tln := tls.NewListener(ln, s.tlsConfig())
+	cfg := s.tlsConfig()
+	g := newGate(s.cfg.MaxHandshakes, s.cfg.MaxHandshakesPerAddr)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	go func() {
@@ -172,12 +211,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		case <-ctx.Done():
 		case <-stop:
 		}
-		tln.Close()
+		ln.Close()
 	}()
-	sem := make(chan struct{}, s.cfg.MaxConns)
 	var acceptErr error
 	for {
-		c, err := tln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() == nil {
 				var ne net.Error
@@ -189,22 +227,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			break
 		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			s.cfg.Log("conn.busy", "remote", c.RemoteAddr().String())
-			c.Close()
+		remote := c.RemoteAddr().String()
+		p, evicted, why := g.enter(c)
+		if p == nil {
+			s.cfg.Log("conn.busy", "remote", remote, "reason", "handshakes")
 			continue
 		}
-		sc := &serverConn{s: s, c: c.(*tls.Conn)}
+		if evicted != "" {
+			s.cfg.Log("conn.evicted", "source", evicted, "reason", why)
+		}
+		sc := &serverConn{s: s, c: tls.Server(p.conn, cfg), gate: g, pend: p}
 		s.mu.Lock()
 		s.conns[sc] = struct{}{}
 		s.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
 			sc.serve()
+			g.leave(p)
 			s.mu.Lock()
 			delete(s.conns, sc)
 			s.mu.Unlock()
@@ -234,8 +274,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 type serverConn struct {
-	s *Server
-	c *tls.Conn
+	s    *Server
+	c    *tls.Conn
+	gate *gate
+	pend *pending // its place in the gate until admitted or refused
 
 	tenant, fp string // set by Server.admit once the key is accepted
 
@@ -322,7 +364,7 @@ func (sc *serverConn) serve() {
 	// log gets the stack, which holds code locations, not tenant content.
 	defer func() {
 		if v := recover(); v != nil {
-			sc.s.cfg.Log("conn.panic", "remote", sc.c.RemoteAddr().String(), "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			sc.s.cfg.Log("conn.panic", "remote", sc.c.RemoteAddr().String(), "panic", bounded(fmt.Sprint(v), maxLogValue), "stack", string(debug.Stack()))
 		}
 	}()
 	defer sc.c.Close()
@@ -340,7 +382,8 @@ func (sc *serverConn) serve() {
 		log("conn.refused", "remote", remote, "reason", handshakeReason(err))
 		return
 	}
-	sc.c.SetDeadline(time.Time{})
+	// The client's signature is verified: from here on it holds the key.
+	shaken := time.Now()
 	pub, _ := peerKey(sc.c.ConnectionState())
 	fp := engine.KeyFingerprint(pub)
 	bw := bufio.NewWriterSize(sc.c, 64<<10)
@@ -349,16 +392,28 @@ func (sc *serverConn) serve() {
 	// before it, so a refused key moves no data.
 	t, roles, err := sc.s.e.AuthenticateClient(context.Background(), pub)
 	if err != nil {
-		log("conn.refused", "remote", remote, "fingerprint", fp, "reason", "key")
+		reason := "key"
+		if !errors.Is(err, engine.ErrClientRefused) {
+			reason = "key-check-failed"
+		}
+		sc.refuse(shaken, w)
+		log("conn.refused", "remote", remote, "fingerprint", fp, "reason", reason)
 		return
 	}
-	if !sc.s.admit(sc, t.ID(), fp) {
-		log("conn.refused", "remote", remote, "fingerprint", fp, "reason", "tenant-limit")
-		if writeFrame(w, response{Kind: kindError, Code: codeBusy, Message: "this account has too many open sessions; try again later"}, nil) == nil {
+	if why := sc.s.admit(sc, t.ID(), fp); why != "" {
+		sc.gate.leave(sc.pend)
+		log("conn.refused", "remote", remote, "fingerprint", fp, "reason", why)
+		msg := "the server is busy; try again later"
+		if why == "tenant-limit" {
+			msg = "this account has too many open sessions; try again later"
+		}
+		if writeFrame(w, response{Kind: kindError, Code: codeBusy, Message: msg}, nil) == nil {
 			bw.Flush()
 		}
 		return
 	}
+	sc.gate.leave(sc.pend)
+	sc.c.SetDeadline(time.Time{})
 	// From the hello on, a cut tells an idle client why; the hello goes
 	// out under sc.mu so that a cut's refusal follows it.
 	sc.mu.Lock()
@@ -385,7 +440,7 @@ func (sc *serverConn) serve() {
 		outcome := sc.handle(w, pub, &req, body)
 		// Logged before the flush, so the entry exists by the time the
 		// client holds the answer.
-		log("request", "fingerprint", fp, "op", req.Op, "outcome", outcome, "ms", time.Since(start).Milliseconds())
+		log("request", "fingerprint", fp, "op", opLabel(req.Op), "outcome", outcome, "ms", time.Since(start).Milliseconds())
 		if err := bw.Flush(); err != nil {
 			break
 		}
@@ -394,6 +449,24 @@ func (sc *serverConn) serve() {
 		}
 	}
 	log("conn.close", "remote", remote, "fingerprint", fp)
+}
+
+// refuse answers a key that is not admitted, whatever the reason, with
+// the one refusal frame, sent RefusalDelay after the handshake ended
+// (shaken): the bytes and the time are the same for an unknown key, a
+// removed key and a locked or shredded tenant. The connection stays in the
+// handshake gate meanwhile (an eviction ends the wait).
+func (sc *serverConn) refuse(shaken time.Time, w *deadlineWriter) {
+	wait := time.NewTimer(time.Until(shaken.Add(sc.s.cfg.RefusalDelay)))
+	defer wait.Stop()
+	select {
+	case <-wait.C:
+	case <-sc.pend.evicted:
+		return
+	}
+	if writeFrame(w, refusedKey, nil) == nil {
+		w.w.Flush()
+	}
 }
 
 // endIngest forgets the connection's ended backup session and frees its
@@ -427,6 +500,30 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 	return d.w.Write(p)
 }
 
+// opLabel is req.Op as the log shows it: a known operation's name, or
+// "unknown" (the client's string never reaches the log).
+func opLabel(op string) string {
+	if _, ok := roleFor[op]; ok {
+		return op
+	}
+	return "unknown"
+}
+
+// maxMessage bounds the message of an error frame.
+const maxMessage = 4 << 10
+
+// maxLogValue bounds a value in a log line that may hold text from a
+// client (a panic's message).
+const maxLogValue = 512
+
+// bounded cuts s to at most n bytes, marking the cut.
+func bounded(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
 // roleFor lists the roles that may make each request.
 var roleFor = map[string][]string{
 	opSnapshots: {engine.RoleBackup, engine.RoleRestore, engine.RoleAdmin},
@@ -451,7 +548,9 @@ var roleFor = map[string][]string{
 func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *request, body []byte) string {
 	ctx := context.Background()
 	fail := func(code, msg string) string {
-		writeFrame(w, response{Kind: kindError, Code: code, Message: msg}, nil)
+		// Messages may quote the client's own paths: bounded, so the
+		// frame stays under MaxHeader.
+		writeFrame(w, response{Kind: kindError, Code: code, Message: bounded(msg, maxMessage)}, nil)
 		return code
 	}
 	t, roles, err := sc.s.e.AuthenticateClient(ctx, pub)
@@ -463,7 +562,7 @@ func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *requ
 	}
 	allowed, known := roleFor[req.Op]
 	if !known {
-		return fail(codeInvalid, fmt.Sprintf("unknown operation %q", req.Op))
+		return fail(codeInvalid, fmt.Sprintf("unknown operation %q", bounded(req.Op, 64)))
 	}
 	if !slices.ContainsFunc(roles, func(r string) bool { return slices.Contains(allowed, r) }) {
 		return fail(codeRefused, fmt.Sprintf("this key's roles do not allow %s", req.Op))
@@ -511,9 +610,11 @@ func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *requ
 			return writeFrame(w, response{Kind: kindEntry, Entry: &en}, nil)
 		})
 		if err != nil {
-			if started {
+			if started && !errors.Is(err, engine.ErrTreeLimit) {
 				return codeInternal // the stream is broken mid-way; the connection is dropped
 			}
+			// A walk stopped by the tree limits ends the entries with
+			// its sentence.
 			return errOut(err)
 		}
 		return end()
@@ -599,22 +700,24 @@ func (sc *serverConn) handleIngest(ctx context.Context, w *deadlineWriter, t *en
 		if sc.ing != nil {
 			return fail(codeInvalid, "a backup session is already open on this connection")
 		}
-		// A place among MaxBackups, and the tenant's lock (another backup,
-		// forget or prune of the tenant may hold it).
+		// The tenant's lock first (another backup, forget or prune of the
+		// tenant may hold it), then a place among MaxBackups: a tenant's
+		// extra sessions wait on their own lock and hold no place, so they
+		// cannot keep other tenants' backups waiting.
 		wctx, cancel := context.WithTimeout(ctx, sc.s.cfg.BackupWait)
 		defer cancel()
-		select {
-		case sc.s.backups <- struct{}{}:
-		case <-wctx.Done():
-			return fail(codeBusy, "the server is busy; try again later")
-		}
 		ing, err := t.BeginIngest(wctx)
 		if err != nil {
-			<-sc.s.backups
 			if errors.Is(err, context.DeadlineExceeded) {
 				return fail(codeBusy, "another operation of this account is running")
 			}
 			return errOut(err)
+		}
+		select {
+		case sc.s.backups <- struct{}{}:
+		case <-wctx.Done():
+			ing.Abort(ctx, errors.New("the server had no place for another backup"))
+			return fail(codeBusy, "the server is busy; try again later")
 		}
 		sc.ing = ing
 		p := t.IngestParams()
@@ -756,6 +859,13 @@ func errorCode(err error) (string, string) {
 		return codeNoPath, err.Error()
 	case errors.Is(err, engine.ErrAmbiguous):
 		return codeAmbiguous, err.Error()
+	case errors.Is(err, engine.ErrTreeLimit):
+		// The sentence after the error classes' prefixes.
+		msg := err.Error()
+		if i := strings.LastIndex(msg, engine.ErrTreeLimit.Error()+": "); i >= 0 {
+			msg = msg[i+len(engine.ErrTreeLimit.Error())+2:]
+		}
+		return codeLimit, msg
 	case errors.Is(err, engine.ErrInvalid):
 		return codeInvalid, err.Error()
 	case errors.Is(err, engine.ErrBlobNotFound):

@@ -158,7 +158,7 @@ func TestRemoteTimingIsolation(t *testing.T) {
 	// the commit probes, which open a session each (a failed commit ends
 	// it).
 	var ing *Client
-	var w *walker
+	var w *uploader
 	openIngest := func() {
 		ing = dial()
 		w = session(t, ing)

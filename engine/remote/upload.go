@@ -8,19 +8,14 @@ import (
 	"io"
 	"os"
 	"os/user"
-	"path/filepath"
 	"slices"
-	"sort"
-	"strings"
+	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"coffer/chunk"
 	"coffer/engine"
-	"coffer/engine/fsmeta"
-	"coffer/engine/source"
 	"coffer/engine/tree"
+	"coffer/engine/walk"
 )
 
 // BackupOptions configure a remote backup: the local backup's options
@@ -30,7 +25,9 @@ type BackupOptions = engine.BackupOptions
 // Upload batching: blobs are queued until batchTarget bytes, then the
 // server is asked which it lacks and those are sent in puts of at most
 // batchTarget bytes each (one blob larger than that goes alone). The client
-// holds at most about two batches and one chunk buffer in memory.
+// holds at most about two batches (one being sent, one waiting for it),
+// the put payload of the one being sent, and one chunk buffer per file
+// worker in memory.
 const batchTarget = 8 << 20
 
 // maxKnown bounds the client's set of blob IDs the server has (about 80
@@ -38,57 +35,50 @@ const batchTarget = 8 << 20
 const maxKnown = 1 << 20
 
 // Backup backs up paths through the server into a new snapshot of the key's
-// tenant. It walks and chunks locally with the tenant's chunker polynomial
-// and ID key (given by the server), skips files unchanged since the parent
-// snapshot (same host and paths) without reading them, sends only the blobs
-// the server lacks, and commits. Nothing is recorded unless the commit
-// succeeds; after a failure, a rerun sends only what the server still
-// lacks. Files that cannot be read are left out and the error wraps
-// engine.ErrPartialBackup, with the snapshot returned. The connection is
-// held for the whole backup; ctx ending closes it.
+// tenant. It walks with the local backup's walker (engine/walk), chunks
+// locally with the tenant's chunker polynomial and ID key (given by the
+// server), skips files unchanged since the parent snapshot (same host and
+// paths) without reading them, sends only the blobs the server lacks, and
+// commits. Nothing is recorded unless the commit succeeds; after a
+// failure, a rerun sends only what the server still lacks. Files that
+// cannot be read are left out and the error wraps engine.ErrPartialBackup,
+// with the snapshot returned. The connection is held for the whole backup;
+// ctx ending closes it.
 func (cl *Client) Backup(ctx context.Context, paths []string, o BackupOptions) (*engine.Snapshot, error) {
-	if len(paths) == 0 {
-		return nil, fmt.Errorf("%w: nothing to back up: give at least one path", engine.ErrInvalid)
+	abs, err := walk.Sources(paths, o.Excludes)
+	if err != nil {
+		return nil, walkError(err)
 	}
-	var abs []string
-	for _, p := range paths {
-		a, err := filepath.Abs(p)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := os.Lstat(a); err != nil {
-			return nil, fmt.Errorf("%w: cannot back up %s: %v", engine.ErrInvalid, p, errors.Unwrap(err))
-		}
-		abs = append(abs, a)
-	}
-	for _, pat := range o.Excludes {
-		if _, err := filepath.Match(pat, ""); err != nil {
-			return nil, fmt.Errorf("%w: exclude pattern %q: %v", engine.ErrInvalid, pat, err)
-		}
-	}
-	abs = source.DropNested(abs)
-	return cl.backup(ctx, abs, o, func(w *walker) (tree.Node, error) { return w.walkRoot(abs) })
+	return cl.backup(ctx, abs, o, func(ctx context.Context, u *uploader, wo walk.Options) (*walk.Result, error) {
+		return walk.Walk(ctx, abs, u, wo)
+	})
 }
 
 // BackupStream backs up one stream (for example standard input) as a file
 // called name in the snapshot's root, as engine.Tenant.BackupStream does.
 func (cl *Client) BackupStream(ctx context.Context, r io.Reader, name string, o BackupOptions) (*engine.Snapshot, error) {
-	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
-		return nil, fmt.Errorf("%w: stdin file name %q must be a plain file name", engine.ErrInvalid, name)
+	if err := walk.CheckStreamName(name); err != nil {
+		return nil, walkError(err)
 	}
 	o.NoParent = true // nothing to compare a stream with
-	return cl.backup(ctx, []string{"/" + name}, o, func(w *walker) (tree.Node, error) {
-		now := time.Now().UnixNano()
-		n := tree.Node{Name: name, Type: tree.File, Mode: 0o644, UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), MTime: now, CTime: now}
-		if err := w.readFile(&n, name, r); err != nil {
-			return tree.Node{}, err
-		}
-		root := tree.Node{Type: tree.Dir, Mode: 0o755, MTime: now, CTime: now}
-		return w.finishDir(root, []tree.Node{n})
+	return cl.backup(ctx, []string{"/" + name}, o, func(ctx context.Context, u *uploader, wo walk.Options) (*walk.Result, error) {
+		return walk.Stream(ctx, r, name, time.Now(), u, wo)
 	})
 }
 
-func (cl *Client) backup(ctx context.Context, paths []string, o BackupOptions, walk func(*walker) (tree.Node, error)) (*engine.Snapshot, error) {
+// walkError gives an error of package walk about the source the engine's
+// class for bad arguments.
+func walkError(err error) error {
+	if errors.Is(err, walk.ErrInvalid) {
+		return fmt.Errorf("%w: %v", engine.ErrInvalid, err)
+	}
+	return err
+}
+
+// backup opens an ingest session, runs walkFn (which reads the source into
+// the uploader) beside the upload goroutine, and commits the snapshot.
+func (cl *Client) backup(ctx context.Context, paths []string, o BackupOptions,
+	walkFn func(context.Context, *uploader, walk.Options) (*walk.Result, error)) (*engine.Snapshot, error) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { cl.c.Close() })
@@ -100,44 +90,50 @@ func (cl *Client) backup(ctx context.Context, paths []string, o BackupOptions, w
 	if o.Host == "" {
 		o.Host, _ = os.Hostname()
 	}
-	if o.Progress == nil {
-		o.Progress = &engine.Progress{}
-	}
-	w := &walker{cl: cl, ctx: ctx, o: o, hardlinks: map[devIno]string{}, known: map[[32]byte]struct{}{}}
-	parent, err := w.findParent(paths)
+	u := &uploader{cl: cl, known: map[[32]byte]struct{}{}}
+	parent, err := findParent(ctx, cl, o, paths)
 	if err != nil {
 		return nil, ctxErr(ctx, err)
 	}
-	if err := w.begin(); err != nil {
+	if err := u.begin(ctx); err != nil {
 		return nil, ctxErr(ctx, err)
 	}
-	root, err := walk(w)
-	if err == nil {
-		err = w.flush()
+	wo := walk.Options{Excludes: o.Excludes, Progress: o.Progress}
+	if parent != nil {
+		if id, err := parseID(parent.Tree); err == nil {
+			wo.Parent = u.LoadTree(ctx, id)
+		}
+		if wo.Parent != nil {
+			wo.ParentStart = parent.Stats.Start.UnixNano()
+		}
 	}
-	if err != nil {
-		return nil, ctxErr(ctx, err)
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	u.start(wctx, cancel)
+	res, err := walkFn(wctx, u, wo)
+	if err = u.finish(wctx, err); err != nil {
+		return nil, ctxErr(ctx, walkError(err))
 	}
 	desc := &engine.Snapshot{
 		Time: o.Time, Host: o.Host, Paths: paths, Tags: o.Tags, Excludes: o.Excludes,
-		Tree: fmt.Sprintf("%x", root.Subtree[:]), Program: engine.ProgramVersion,
+		Tree: fmt.Sprintf("%x", res.Tree[:]), Program: engine.ProgramVersion,
 		Stats: engine.SnapshotStats{
-			Start: start, End: time.Now(), Files: w.files, Dirs: w.dirs, Bytes: w.bytes,
-			FilesUnchanged: w.unchangedN, FilesFailed: int64(len(w.warnings)),
+			Start: start, End: time.Now(), Files: res.Stats.Files, Dirs: res.Stats.Dirs, Bytes: res.Stats.Bytes,
+			FilesUnchanged: res.Stats.Unchanged, FilesFailed: int64(len(res.Warnings)),
 		},
 	}
-	if u, err := user.Current(); err == nil {
-		desc.Username = u.Username
+	if usr, err := user.Current(); err == nil {
+		desc.Username = usr.Username
 	}
 	if parent != nil {
 		desc.Parent = parent.ID
 	}
-	s, err := w.commit(desc)
+	s, err := u.commit(ctx, desc)
 	if err != nil {
 		return nil, ctxErr(ctx, err)
 	}
-	if n := len(w.warnings); n > 0 {
-		return s, fmt.Errorf("%w: %d of them (first: %s); snapshot %s was saved without them", engine.ErrPartialBackup, n, w.warnings[0], s.ID[:min(8, len(s.ID))])
+	if n := len(res.Warnings); n > 0 {
+		return s, fmt.Errorf("%w: %d of them (first: %s); snapshot %s was saved without them", engine.ErrPartialBackup, n, res.Warnings[0], s.ID[:min(8, len(s.ID))])
 	}
 	return s, nil
 }
@@ -149,63 +145,52 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-type devIno struct{ dev, ino uint64 }
-
-// walker is one remote backup on the client: a sequential walk that builds
-// trees bottom-up and queues blobs for upload. Not safe for concurrent use.
-type walker struct {
-	cl  *Client
-	ctx context.Context
-	o   BackupOptions
-
-	hasher *chunk.Hasher
-	pol    chunk.Pol
-
-	parent      *engine.Snapshot
-	parentStart int64      // ns; files modified since the parent started are re-read
-	parentRoot  *tree.Tree // nil: no parent
-
-	hardlinks map[devIno]string
-
-	queue  []putBlob             // blobs not yet offered to the server, in order
-	queued int                   // bytes in queue
-	known  map[[32]byte]struct{} // blobs the server has or was sent this session (32 bytes per blob)
-	buf    []byte                // chunk buffer
-	ch     *chunk.Chunker
-	pay    []byte // put payload buffer
-
-	files, dirs, bytes, unchangedN int64
-	warnings                       []string
-}
-
-// findParent finds the newest snapshot of the same host and paths and loads
-// its root tree.
-func (w *walker) findParent(paths []string) (*engine.Snapshot, error) {
-	if w.o.NoParent {
+// findParent finds the newest snapshot of the same host and paths.
+func findParent(ctx context.Context, cl *Client, o BackupOptions, paths []string) (*engine.Snapshot, error) {
+	if o.NoParent {
 		return nil, nil
 	}
-	all, err := w.cl.snapshots(w.ctx)
+	all, err := cl.snapshots(ctx)
 	if err != nil {
 		return nil, err
 	}
-	want := slices.Clone(paths)
-	sort.Strings(want)
-	for i := len(all) - 1; i >= 0; i-- {
-		s := all[i]
-		got := slices.Clone(s.Paths)
-		sort.Strings(got)
-		if s.Host == w.o.Host && slices.Equal(got, want) {
-			w.parent = s
-			return s, nil
-		}
-	}
-	return nil, nil
+	return engine.ParentSnapshot(all, o.Host, paths), nil
 }
 
-// begin opens the server's ingest session and loads the parent's root tree.
-func (w *walker) begin() error {
-	cl := w.cl
-	if err := cl.send(w.ctx, request{Op: opBegin}); err != nil {
+// uploader is the storing side of one remote backup on the client: the
+// walk.Sink of a remote backup. The file workers chunk and hash (fileReader)
+// and the finisher hashes trees, and both queue blobs in the order they
+// come; full queues go, in that order, to one upload goroutine, which asks
+// the server which blobs it lacks and sends those. A tree is queued only
+// after every blob it names (the walker's post-order), and batches are
+// sent in queue order, so the server meets every blob before a tree that
+// names it (docs/design.md chapter 15, "Backup over the wire").
+type uploader struct {
+	cl     *Client
+	hasher *chunk.Hasher
+	pol    chunk.Pol
+
+	// connMu guards the connection's request and response stream while the
+	// backup runs (cl.mu is held throughout): the upload goroutine and
+	// LoadTree on the walker goroutine take turns. It also guards pay.
+	connMu sync.Mutex
+	pay    []byte // put payload buffer
+
+	mu     sync.Mutex            // guards queue, queued and known, and the order of batches
+	queue  []putBlob             // blobs not yet handed to the upload goroutine, in order
+	queued int                   // bytes in queue
+	known  map[[32]byte]struct{} // blobs the server has or was sent this session (32 bytes per blob)
+
+	batches chan []putBlob // to the upload goroutine
+	done    chan struct{}  // closed when the upload goroutine has ended
+}
+
+var _ walk.Sink = (*uploader)(nil)
+
+// begin opens the server's ingest session.
+func (u *uploader) begin(ctx context.Context) error {
+	cl := u.cl
+	if err := cl.send(ctx, request{Op: opBegin}); err != nil {
 		return err
 	}
 	var r response
@@ -217,20 +202,9 @@ func (w *walker) begin() error {
 	}
 	var key [32]byte
 	copy(key[:], r.IDKey)
-	w.hasher = chunk.NewHasher(key)
-	w.pol = chunk.Pol(r.Pol)
-	if err := cl.expectEnd(); err != nil {
-		return err
-	}
-	if w.parent != nil {
-		if id, err := parseID(w.parent.Tree); err == nil {
-			w.parentRoot = w.loadTree(id)
-		}
-		if w.parentRoot != nil {
-			w.parentStart = w.parent.Stats.Start.UnixNano()
-		}
-	}
-	return nil
+	u.hasher = chunk.NewHasher(key)
+	u.pol = chunk.Pol(r.Pol)
+	return cl.expectEnd()
 }
 
 func parseID(s string) (tree.ID, error) {
@@ -253,11 +227,14 @@ func (cl *Client) expectEnd() error {
 	return nil
 }
 
-// loadTree fetches and decodes one of the tenant's trees, or returns nil:
-// a missing or damaged parent tree only costs re-reading files.
-func (w *walker) loadTree(id tree.ID) *tree.Tree {
-	cl := w.cl
-	if err := cl.send(w.ctx, request{Op: opTree, ID: fmt.Sprintf("%x", id[:])}); err != nil {
+// LoadTree fetches and decodes one of the tenant's trees, or returns nil:
+// a missing or damaged parent tree only costs re-reading files
+// (walk.Sink).
+func (u *uploader) LoadTree(ctx context.Context, id tree.ID) *tree.Tree {
+	u.connMu.Lock()
+	defer u.connMu.Unlock()
+	cl := u.cl
+	if err := cl.send(ctx, request{Op: opTree, ID: fmt.Sprintf("%x", id[:])}); err != nil {
 		return nil
 	}
 	var data []byte
@@ -276,7 +253,7 @@ func (w *walker) loadTree(id tree.ID) *tree.Tree {
 		}
 		data = append(data, body...)
 	}
-	if tree.ID(w.hasher.Sum(data)) != id {
+	if tree.ID(u.hasher.Sum(data)) != id {
 		return nil
 	}
 	t, err := tree.Decode(data)
@@ -286,267 +263,142 @@ func (w *walker) loadTree(id tree.ID) *tree.Tree {
 	return t
 }
 
-// walkRoot returns the root folder's node; its Subtree is the snapshot's
-// tree. Backed-up paths keep their absolute location, as in a local backup.
-func (w *walker) walkRoot(paths []string) (tree.Node, error) {
-	root := source.Roots(paths)
-	if root.Target {
-		n, _, err := fsmeta.Stat("/")
-		if err != nil {
-			return tree.Node{}, fmt.Errorf("stat /: %w", err)
-		}
-		return w.walkDir("/", "", n, w.parentRoot)
-	}
-	return w.walkVirtual(root, "/", "", w.parentRoot)
+// PutTree hashes a folder's tree and queues it (walk.Sink).
+func (u *uploader) PutTree(ctx context.Context, enc []byte) (tree.ID, error) {
+	id := u.hasher.Sum(enc)
+	return tree.ID(id), u.add(ctx, engine.TreeBlob, id, enc)
 }
 
-func (w *walker) walkVirtual(v *source.Dir, abs, rel string, own *tree.Tree) (tree.Node, error) {
-	n, _, err := fsmeta.Stat(abs)
-	if err != nil {
-		return tree.Node{}, fmt.Errorf("stat %s: %w", abs, err)
-	}
-	if n.Type != tree.Dir {
-		fi, err := os.Stat(abs)
-		if err != nil || !fi.IsDir() {
-			return tree.Node{}, fmt.Errorf("%w: %s is not a folder", engine.ErrInvalid, abs)
-		}
-		n = tree.Node{Type: tree.Dir, Mode: uint32(fi.Mode().Perm()), UID: n.UID, GID: n.GID, User: n.User, Group: n.Group, MTime: fi.ModTime().UnixNano(), CTime: n.CTime}
-	}
-	n.Name = filepath.Base(abs)
-	var nodes []tree.Node
-	for _, name := range v.Names() {
-		cabs, crel := filepath.Join(abs, name), source.JoinRel(rel, name)
-		var c tree.Node
-		var skip bool
-		if v.Children[name].Target {
-			c, skip, err = w.walkPath(cabs, crel, own)
-		} else {
-			c, err = w.walkVirtual(v.Children[name], cabs, crel, w.subtree(own, name))
-		}
-		if err != nil {
-			return tree.Node{}, err
-		}
-		if !skip {
-			nodes = append(nodes, c)
-		}
-	}
-	return w.finishDir(n, nodes)
+// NewReader returns a file worker's reader (walk.Sink).
+func (u *uploader) NewReader() walk.FileReader { return &fileReader{u: u} }
+
+// fileReader is one file worker's reusable chunker and chunk buffer.
+type fileReader struct {
+	u   *uploader
+	ch  *chunk.Chunker
+	buf []byte
 }
 
-func (w *walker) subtree(parent *tree.Tree, name string) *tree.Tree {
-	if parent == nil {
-		return nil
-	}
-	n := parent.Find(name)
-	if n == nil || n.Type != tree.Dir {
-		return nil
-	}
-	return w.loadTree(n.Subtree)
-}
-
-func (w *walker) warn(path string, err error) {
-	if u := errors.Unwrap(err); u != nil {
-		err = u
-	}
-	w.warnings = append(w.warnings, fmt.Sprintf("%s: %v", path, err))
-	w.o.Progress.Errors.Add(1)
-}
-
-// walkPath handles one real file-system entry; skip means it could not be
-// read and is left out. An error is fatal (the connection failed).
-func (w *walker) walkPath(abs, rel string, parent *tree.Tree) (tree.Node, bool, error) {
-	if err := w.ctx.Err(); err != nil {
-		return tree.Node{}, false, err
-	}
-	n, info, err := fsmeta.Stat(abs)
-	if err != nil {
-		w.warn(abs, err)
-		return n, true, nil
-	}
-	n.Name = filepath.Base(abs)
-	var prev *tree.Node
-	if parent != nil {
-		prev = parent.Find(n.Name)
-	}
-	switch n.Type {
-	case tree.Dir:
-		var pt *tree.Tree
-		if prev != nil && prev.Type == tree.Dir {
-			pt = w.loadTree(prev.Subtree)
-		}
-		n, err := w.walkDir(abs, rel, n, pt)
-		return n, false, err
-	case tree.File:
-		if n.Links > 1 {
-			key := devIno{info.Dev, n.Inode}
-			if first, ok := w.hardlinks[key]; ok {
-				n.MakeHardlink(first)
-				w.files++
-				w.o.Progress.Files.Add(1)
-				return n, false, nil
-			}
-			w.hardlinks[key] = rel
-		}
-		if source.Unchanged(&n, prev, w.parentStart) {
-			n.Content = prev.Content
-			w.files++
-			w.unchangedN++
-			w.bytes += int64(n.Size)
-			w.o.Progress.Files.Add(1)
-			w.o.Progress.Bytes.Add(int64(n.Size))
-			return n, false, nil
-		}
-		fd, err := os.OpenFile(abs, os.O_RDONLY|unix.O_NOATIME, 0)
-		if errors.Is(err, os.ErrPermission) {
-			fd, err = os.Open(abs) // O_NOATIME needs ownership
-		}
-		if err != nil {
-			w.warn(abs, err)
-			return n, true, nil
-		}
-		defer fd.Close()
-		if err := w.readFile(&n, abs, fd); err != nil {
-			var rerr *readError
-			if errors.As(err, &rerr) {
-				w.warn(abs, rerr.err)
-				return n, true, nil
-			}
-			return n, false, err
-		}
-		return n, false, nil
-	default:
-		return n, false, nil
-	}
-}
-
-func (w *walker) walkDir(abs, rel string, n tree.Node, parentTree *tree.Tree) (tree.Node, error) {
-	d, err := os.Open(abs)
-	var names []string
-	if err == nil {
-		names, err = d.Readdirnames(-1)
-		d.Close()
-	}
-	if err != nil {
-		w.warn(abs, err)
-	}
-	sort.Strings(names)
-	var nodes []tree.Node
-	for _, name := range names {
-		p := filepath.Join(abs, name)
-		if source.Excluded(w.o.Excludes, p) {
-			continue
-		}
-		c, skip, err := w.walkPath(p, source.JoinRel(rel, name), parentTree)
-		if err != nil {
-			return tree.Node{}, err
-		}
-		if !skip {
-			nodes = append(nodes, c)
-		}
-	}
-	return w.finishDir(n, nodes)
-}
-
-// finishDir encodes a folder's tree, queues it and sets n.Subtree.
-func (w *walker) finishDir(n tree.Node, nodes []tree.Node) (tree.Node, error) {
-	var b tree.Builder
-	for _, c := range nodes {
-		b.Add(c)
-	}
-	t, err := b.Tree()
-	if err != nil {
-		return tree.Node{}, fmt.Errorf("tree of %q: %w", n.Name, err)
-	}
-	enc, err := t.Encode()
-	if err != nil {
-		return tree.Node{}, fmt.Errorf("tree of %q: %w", n.Name, err)
-	}
-	id := w.hasher.Sum(enc)
-	if err := w.add(engine.TreeBlob, id, enc); err != nil {
-		return tree.Node{}, err
-	}
-	n.Subtree = tree.ID(id)
-	w.dirs++
-	return n, nil
-}
-
-// readError is a failure to read the source file (a warning, not fatal).
-type readError struct{ err error }
-
-func (e *readError) Error() string { return e.err.Error() }
-
-// readFile chunks r into n's content and queues its chunks.
-func (w *walker) readFile(n *tree.Node, path string, r io.Reader) error {
-	if w.ch == nil {
-		w.ch = chunk.New(r, w.pol)
-		w.buf = make([]byte, chunk.MaxSize)
+// ReadFile chunks r into n's content and queues its chunks
+// (walk.FileReader).
+func (rd *fileReader) ReadFile(ctx context.Context, r io.Reader, n *tree.Node) error {
+	u := rd.u
+	if rd.ch == nil {
+		rd.ch = chunk.New(r, u.pol)
 	} else {
-		w.ch.Reset(r, w.pol)
+		rd.ch.Reset(r, u.pol)
 	}
 	var ids []tree.ID
 	var size uint64
 	for {
-		data, err := w.ch.Next(w.buf)
+		data, err := rd.ch.NextTo(rd.buf[:0], nil)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return &readError{err}
+			return err
 		}
-		id := w.hasher.Sum(data)
+		rd.buf = data // keep a grown buffer
+		id := u.hasher.Sum(data)
 		ids = append(ids, tree.ID(id))
 		size += uint64(len(data))
-		w.o.Progress.Bytes.Add(int64(len(data)))
-		if err := w.add(engine.DataBlob, id, data); err != nil {
+		if err := u.add(ctx, engine.DataBlob, id, data); err != nil {
 			return err
 		}
 	}
 	n.Content, n.Size = ids, size
-	n.Holes = source.ClipHoles(n.Holes, size)
-	w.files++
-	w.bytes += int64(size)
-	w.o.Progress.Files.Add(1)
 	return nil
 }
 
-// add queues a copy of a blob, unless the server already has it, and
-// flushes the queue when it is full.
-func (w *walker) add(typ engine.BlobType, id [32]byte, data []byte) error {
-	if _, ok := w.known[id]; ok {
+// add queues a copy of a blob, unless the server already has it or it is
+// queued already, and hands a full queue to the upload goroutine.
+func (u *uploader) add(ctx context.Context, typ engine.BlobType, id [32]byte, data []byte) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if _, ok := u.known[id]; ok {
 		return nil
 	}
-	if len(w.known) >= maxKnown {
+	if len(u.known) >= maxKnown {
 		// Bounded memory: forgetting only costs asking the server again.
-		clear(w.known)
+		clear(u.known)
 	}
-	w.known[id] = struct{}{} // a later copy in the same queue is not queued again
-	w.queue = append(w.queue, putBlob{typ: typ, id: id, data: slices.Clone(data)})
-	w.queued += len(data)
-	if w.queued >= batchTarget {
-		return w.flush()
-	}
-	return nil
-}
-
-// flush asks the server which queued blobs it lacks and sends those, in
-// queue order (trees after the blobs they reference).
-func (w *walker) flush() error {
-	if len(w.queue) == 0 {
+	u.known[id] = struct{}{} // a later copy in the same queue is not queued again
+	u.queue = append(u.queue, putBlob{typ: typ, id: id, data: slices.Clone(data)})
+	u.queued += len(data)
+	if u.queued < batchTarget {
 		return nil
 	}
-	have, err := w.have(w.queue)
+	return u.handOn(ctx)
+}
+
+// handOn gives the queue to the upload goroutine, waiting while it sends
+// the batch before. The caller holds u.mu, so batches go in queue order.
+func (u *uploader) handOn(ctx context.Context) error {
+	q := u.queue
+	u.queue, u.queued = nil, 0
+	select {
+	case u.batches <- q:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// start starts the upload goroutine; an upload that fails ends ctx with
+// cancel.
+func (u *uploader) start(ctx context.Context, cancel context.CancelCauseFunc) {
+	u.batches = make(chan []putBlob)
+	u.done = make(chan struct{})
+	go func() {
+		defer close(u.done)
+		for q := range u.batches {
+			if ctx.Err() != nil {
+				continue
+			}
+			if err := u.flush(ctx, q); err != nil {
+				cancel(err)
+			}
+		}
+	}()
+}
+
+// finish sends what is still queued once the walk ended with walkErr
+// (nil: it succeeded), stops the upload goroutine and returns the first
+// error of the walk or of the uploads.
+func (u *uploader) finish(ctx context.Context, walkErr error) error {
+	if walkErr == nil {
+		u.mu.Lock()
+		if len(u.queue) > 0 {
+			walkErr = u.handOn(ctx)
+		}
+		u.mu.Unlock()
+	}
+	close(u.batches)
+	<-u.done
+	if walkErr != nil {
+		return walkErr
+	}
+	return context.Cause(ctx)
+}
+
+// flush asks the server which of the blobs of q it lacks and sends those,
+// in queue order (trees after the blobs they reference).
+func (u *uploader) flush(ctx context.Context, q []putBlob) error {
+	u.connMu.Lock()
+	defer u.connMu.Unlock()
+	have, err := u.have(ctx, q)
 	if err != nil {
 		return err
 	}
 	var batch []putBlob
 	size := 4 // the payload's count
-	for i, b := range w.queue {
+	for i, b := range q {
 		if have[i] {
 			continue
 		}
 		// A full batch fills its padded size exactly, table included.
 		if len(batch) > 0 && size+putEntryLen+len(b.data) > batchTarget {
-			if err := w.put(batch); err != nil {
+			if err := u.put(ctx, batch); err != nil {
 				return err
 			}
 			batch, size = batch[:0], 4
@@ -555,18 +407,15 @@ func (w *walker) flush() error {
 		size += putEntryLen + len(b.data)
 	}
 	if len(batch) > 0 {
-		if err := w.put(batch); err != nil {
-			return err
-		}
+		return u.put(ctx, batch)
 	}
-	clear(w.queue)
-	w.queue, w.queued = w.queue[:0], 0
 	return nil
 }
 
-// have asks the server which blobs it has.
-func (w *walker) have(blobs []putBlob) ([]bool, error) {
-	cl := w.cl
+// have asks the server which blobs it has. The caller holds u.connMu (or
+// the connection alone).
+func (u *uploader) have(ctx context.Context, blobs []putBlob) ([]bool, error) {
+	cl := u.cl
 	out := make([]bool, 0, len(blobs))
 	for len(blobs) > 0 {
 		n := min(len(blobs), maxHaveIDs)
@@ -574,7 +423,7 @@ func (w *walker) have(blobs []putBlob) ([]bool, error) {
 		for _, b := range blobs[:n] {
 			body = append(body, b.id[:]...)
 		}
-		if err := cl.sendBody(w.ctx, request{Op: opHave}, body); err != nil {
+		if err := cl.sendBody(ctx, request{Op: opHave}, body); err != nil {
 			return nil, err
 		}
 		var r response
@@ -596,21 +445,22 @@ func (w *walker) have(blobs []putBlob) ([]bool, error) {
 	return out, nil
 }
 
-// put sends one batch of blobs, padded to its size class.
-func (w *walker) put(blobs []putBlob) error {
-	cl := w.cl
-	w.pay = appendPutPayload(w.pay, blobs)
-	frames := (len(w.pay) + MaxBody - 1) / MaxBody
+// put sends one batch of blobs, padded to its size class. The caller holds
+// u.connMu (or the connection alone).
+func (u *uploader) put(ctx context.Context, blobs []putBlob) error {
+	cl := u.cl
+	u.pay = appendPutPayload(u.pay, blobs)
+	frames := (len(u.pay) + MaxBody - 1) / MaxBody
 	if frames > maxPutFrames {
-		return fmt.Errorf("%w: a blob of %d bytes is too large to upload", engine.ErrInvalid, len(w.pay))
+		return fmt.Errorf("%w: a blob of %d bytes is too large to upload", engine.ErrInvalid, len(u.pay))
 	}
-	if dl, ok := w.ctx.Deadline(); ok {
+	if dl, ok := ctx.Deadline(); ok {
 		cl.c.SetDeadline(dl)
 	}
 	if err := writeFrame(cl.bw, request{Op: opPut, Frames: frames}, nil); err != nil {
 		return err
 	}
-	for p := w.pay; len(p) > 0; {
+	for p := u.pay; len(p) > 0; {
 		c := min(len(p), MaxBody)
 		if err := writeFrame(cl.bw, request{Op: kindData}, p[:c]); err != nil {
 			return err
@@ -620,16 +470,16 @@ func (w *walker) put(blobs []putBlob) error {
 	if err := cl.bw.Flush(); err != nil {
 		return err
 	}
-	if cap(w.pay) > 2*batchTarget+MaxBody {
-		w.pay = nil // a rare large tree: do not keep its buffer
+	if cap(u.pay) > 2*batchTarget+MaxBody {
+		u.pay = nil // a rare large tree: do not keep its buffer
 	}
 	return cl.expectEnd()
 }
 
 // commit records the snapshot.
-func (w *walker) commit(desc *engine.Snapshot) (*engine.Snapshot, error) {
-	cl := w.cl
-	if err := cl.send(w.ctx, request{Op: opCommit, Commit: desc}); err != nil {
+func (u *uploader) commit(ctx context.Context, desc *engine.Snapshot) (*engine.Snapshot, error) {
+	cl := u.cl
+	if err := cl.send(ctx, request{Op: opCommit, Commit: desc}); err != nil {
 		return nil, err
 	}
 	var r response

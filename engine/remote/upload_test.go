@@ -238,10 +238,10 @@ func TestRemoteBackupBandwidth(t *testing.T) {
 }
 
 // session opens an ingest session by hand (a client that misbehaves).
-func session(t *testing.T, cl *Client) *walker {
+func session(t *testing.T, cl *Client) *uploader {
 	t.Helper()
-	w := &walker{cl: cl, ctx: context.Background(), o: BackupOptions{Progress: &engine.Progress{}}, known: map[[32]byte]struct{}{}}
-	if err := w.begin(); err != nil {
+	w := &uploader{cl: cl, known: map[[32]byte]struct{}{}}
+	if err := w.begin(context.Background()); err != nil {
 		t.Fatalf("begin: %v", err)
 	}
 	return w
@@ -258,10 +258,10 @@ func TestRemoteBackupWrongID(t *testing.T) {
 	good := []byte("the real content")
 	realID := w.hasher.Sum(good)
 	evil := putBlob{typ: engine.DataBlob, id: realID, data: []byte("poison")}
-	if err := w.put([]putBlob{{typ: engine.DataBlob, id: w.hasher.Sum([]byte("fine")), data: []byte("fine")}, evil}); !errors.Is(err, engine.ErrInvalid) {
+	if err := w.put(ctx, []putBlob{{typ: engine.DataBlob, id: w.hasher.Sum([]byte("fine")), data: []byte("fine")}, evil}); !errors.Is(err, engine.ErrInvalid) {
 		t.Fatalf("wrong ID: %v", err)
 	}
-	have, err := w.have([]putBlob{{id: realID}, {id: w.hasher.Sum([]byte("fine"))}})
+	have, err := w.have(ctx, []putBlob{{id: realID}, {id: w.hasher.Sum([]byte("fine"))}})
 	if err != nil || have[0] || have[1] {
 		t.Fatalf("after a refused put the server has %v (%v)", have, err)
 	}
@@ -272,20 +272,20 @@ func TestRemoteBackupWrongID(t *testing.T) {
 		t.Fatal(err)
 	}
 	tid := w.hasher.Sum(enc)
-	if err := w.put([]putBlob{{typ: engine.TreeBlob, id: tid, data: enc}}); !errors.Is(err, engine.ErrInvalid) {
+	if err := w.put(ctx, []putBlob{{typ: engine.TreeBlob, id: tid, data: enc}}); !errors.Is(err, engine.ErrInvalid) {
 		t.Fatalf("dangling tree: %v", err)
 	}
 	// Committing a tree never uploaded records nothing.
 	desc := &engine.Snapshot{Time: time.Now(), Host: "h", Paths: []string{"/x"}, Tree: tid.String()}
-	if _, err := w.commit(desc); !errors.Is(err, engine.ErrInvalid) {
+	if _, err := w.commit(ctx, desc); !errors.Is(err, engine.ErrInvalid) {
 		t.Fatalf("commit of a missing tree: %v", err)
 	}
 	// With the real chunk first, the same tree is accepted and committed.
 	w = session(t, cl)
-	if err := w.put([]putBlob{{typ: engine.DataBlob, id: realID, data: good}, {typ: engine.TreeBlob, id: tid, data: enc}}); err != nil {
+	if err := w.put(ctx, []putBlob{{typ: engine.DataBlob, id: realID, data: good}, {typ: engine.TreeBlob, id: tid, data: enc}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.commit(desc); err != nil {
+	if _, err := w.commit(ctx, desc); err != nil {
 		t.Fatal(err)
 	}
 	rc := f.dial(t, f.key(t, "alice", "restore"))
@@ -445,7 +445,7 @@ func TestRemoteBackupIsolation(t *testing.T) {
 
 	cl := f.dial(t, f.key(t, "alice", "backup", "restore"))
 	w := session(t, cl)
-	have, err := w.have([]putBlob{{id: bobData}, {id: bobTree}, {id: random}})
+	have, err := w.have(ctx, []putBlob{{id: bobData}, {id: bobTree}, {id: random}})
 	if err != nil || have[0] || have[1] || have[2] {
 		t.Fatalf("alice has bob's blobs: %v %v", have, err)
 	}

@@ -141,6 +141,15 @@ func (n *Node) MakeHardlink(target string) {
 	n.Subtree = ID{}
 }
 
+// JoinRel joins a snapshot-relative path (the form of a hard link's target;
+// "" is the snapshot's root) and a name.
+func JoinRel(rel, name string) string {
+	if rel == "" {
+		return name
+	}
+	return rel + "/" + name
+}
+
 // Find returns the node named name, or nil if there is none. It uses binary
 // search, so t must be sorted (as every decoded or built tree is). The result
 // points into t.Nodes.

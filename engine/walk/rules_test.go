@@ -1,4 +1,4 @@
-package source
+package walk
 
 import (
 	"reflect"
@@ -15,22 +15,22 @@ func TestDropNested(t *testing.T) {
 		{[]string{"/", "/etc"}, []string{"/"}},
 		{nil, nil},
 	} {
-		if got := DropNested(append([]string(nil), c.in...)); !reflect.DeepEqual(got, c.want) {
-			t.Errorf("DropNested(%q) = %q, want %q", c.in, got, c.want)
+		if got := dropNested(append([]string(nil), c.in...)); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("dropNested(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
 }
 
 func TestRoots(t *testing.T) {
-	r := Roots([]string{"/srv/www", "/srv/db", "/etc"})
-	if r.Target || !reflect.DeepEqual(r.Names(), []string{"etc", "srv"}) {
-		t.Fatalf("root: %+v %q", r, r.Names())
+	r := roots([]string{"/srv/www", "/srv/db", "/etc"})
+	if r.target || !reflect.DeepEqual(r.names(), []string{"etc", "srv"}) {
+		t.Fatalf("root: %+v %q", r, r.names())
 	}
-	srv := r.Children["srv"]
-	if srv.Target || !reflect.DeepEqual(srv.Names(), []string{"db", "www"}) || !srv.Children["www"].Target || !r.Children["etc"].Target {
+	srv := r.children["srv"]
+	if srv.target || !reflect.DeepEqual(srv.names(), []string{"db", "www"}) || !srv.children["www"].target || !r.children["etc"].target {
 		t.Fatalf("srv: %+v", srv)
 	}
-	if !Roots([]string{"/"}).Target {
+	if !roots([]string{"/"}).target {
 		t.Fatal("backing up / makes the root a target")
 	}
 }
@@ -45,8 +45,8 @@ func TestExcluded(t *testing.T) {
 		"/home/u/app/node_modules": true,
 		"/srv/cache":               false,
 	} {
-		if got := Excluded(pats, abs); got != want {
-			t.Errorf("Excluded(%q) = %v, want %v", abs, got, want)
+		if got := excluded(pats, abs); got != want {
+			t.Errorf("excluded(%q) = %v, want %v", abs, got, want)
 		}
 	}
 }
@@ -62,8 +62,8 @@ func TestClipHoles(t *testing.T) {
 		{20, []tree.Extent{{Off: 0, Len: 10}}},
 		{0, nil},
 	} {
-		if got := ClipHoles(h, c.size); !reflect.DeepEqual(got, c.want) {
-			t.Errorf("ClipHoles(size %d) = %v, want %v", c.size, got, c.want)
+		if got := clipHoles(h, c.size); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("clipHoles(size %d) = %v, want %v", c.size, got, c.want)
 		}
 	}
 }
@@ -84,13 +84,13 @@ func TestUnchanged(t *testing.T) {
 		{"ctime", tree.Node{Type: tree.File, Size: 5, MTime: 100, CTime: 101, Inode: 7}, 200, false},
 		{"inode", tree.Node{Type: tree.File, Size: 5, MTime: 100, CTime: 100, Inode: 8}, 200, false},
 	} {
-		if got := Unchanged(&c.n, &prev, c.start); got != c.want {
+		if got := unchanged(&c.n, &prev, c.start); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
 	dir := prev
 	dir.Type = tree.Dir
-	if Unchanged(&prev, &dir, 200) || Unchanged(&prev, nil, 200) {
+	if unchanged(&prev, &dir, 200) || unchanged(&prev, nil, 200) {
 		t.Error("a folder or a missing node in the parent is not an unchanged file")
 	}
 }

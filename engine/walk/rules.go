@@ -1,0 +1,169 @@
+package walk
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"coffer/engine/tree"
+)
+
+// ErrInvalid is the class of errors about what was asked to be backed up:
+// a path that cannot be backed up, a malformed exclude pattern, a stream
+// name that is not a plain file name, or a folder on the way to a
+// backed-up path that is not a folder. Test with errors.Is; the error's
+// text is the sentence alone (without this sentinel's), for its user to
+// wrap in its own class.
+var ErrInvalid = errors.New("walk: invalid source")
+
+type invalidError string
+
+func (e invalidError) Error() string        { return string(e) }
+func (e invalidError) Is(target error) bool { return target == ErrInvalid }
+
+func invalidf(format string, args ...any) error {
+	return invalidError(fmt.Sprintf(format, args...))
+}
+
+// Sources checks the paths and exclude patterns of a backup and returns
+// the paths to give Walk: absolute, sorted, without duplicates and without
+// paths inside another of them. Every path must exist (a dangling symlink
+// does: it is backed up as a symlink).
+func Sources(paths, excludes []string) ([]string, error) {
+	if len(paths) == 0 {
+		return nil, invalidf("nothing to back up: give at least one path")
+	}
+	abs := make([]string, 0, len(paths))
+	for _, p := range paths {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Lstat(a); err != nil {
+			if u := errors.Unwrap(err); u != nil {
+				err = u
+			}
+			return nil, invalidf("cannot back up %s: %v", p, err)
+		}
+		abs = append(abs, a)
+	}
+	for _, pat := range excludes {
+		if _, err := filepath.Match(pat, ""); err != nil {
+			return nil, invalidf("exclude pattern %q: %v", pat, err)
+		}
+	}
+	return dropNested(abs), nil
+}
+
+// CheckStreamName checks the name a stream (standard input) is backed up
+// as: a plain file name.
+func CheckStreamName(name string) error {
+	if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+		return invalidf("stdin file name %q must be a plain file name", name)
+	}
+	return nil
+}
+
+// dropNested sorts paths and removes those inside another path of the
+// list, and duplicates.
+func dropNested(paths []string) []string {
+	sort.Strings(paths)
+	var out []string
+	for _, p := range paths {
+		if len(out) > 0 {
+			last := out[len(out)-1]
+			if p == last || strings.HasPrefix(p, strings.TrimSuffix(last, "/")+"/") {
+				continue
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// vdir is a folder on the way from "/" to the backed-up paths: backed-up
+// paths keep their absolute location in a snapshot, as in restic (backing
+// up /srv/www gives srv/www).
+type vdir struct {
+	children map[string]*vdir
+	target   bool // this path was named for backup
+}
+
+// roots builds the folders from "/" to the absolute paths. The root itself
+// is a target when "/" was named.
+func roots(paths []string) *vdir {
+	root := &vdir{children: map[string]*vdir{}}
+	for _, p := range paths {
+		v := root
+		for _, c := range strings.Split(strings.Trim(p, "/"), "/") {
+			if c == "" {
+				continue
+			}
+			if v.children[c] == nil {
+				v.children[c] = &vdir{children: map[string]*vdir{}}
+			}
+			v = v.children[c]
+		}
+		v.target = true
+	}
+	return root
+}
+
+// names are the names of d's children, sorted.
+func (d *vdir) names() []string {
+	names := make([]string, 0, len(d.children))
+	for name := range d.children {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// excluded reports whether the absolute path abs matches an exclude
+// pattern: one without "/" is matched against the base name, one with "/"
+// against the whole path (filepath.Match syntax).
+func excluded(patterns []string, abs string) bool {
+	base := filepath.Base(abs)
+	for _, pat := range patterns {
+		if strings.Contains(pat, "/") {
+			if ok, _ := filepath.Match(pat, abs); ok {
+				return true
+			}
+		} else if ok, _ := filepath.Match(pat, base); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// clipHoles drops hole ranges beyond size (the file shrank while it was
+// read) and shortens one that crosses it.
+func clipHoles(h []tree.Extent, size uint64) []tree.Extent {
+	var out []tree.Extent
+	for _, e := range h {
+		if e.Off >= size {
+			break
+		}
+		if e.Off+e.Len > size {
+			e.Len = size - e.Off
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// unchanged reports whether a file's metadata lets it reuse the content of
+// its node prev in the parent snapshot, whose backup started at
+// parentStart (Unix nanoseconds; 0 = no parent): same size, mtime, ctime
+// and inode, and an mtime older than that start, so a write during the
+// parent's backup is not missed. (Whether that content is still stored is
+// the Sink's to say: Knower.)
+func unchanged(n, prev *tree.Node, parentStart int64) bool {
+	if prev == nil || prev.Type != tree.File || parentStart == 0 {
+		return false
+	}
+	return prev.Size == n.Size && prev.MTime == n.MTime && prev.CTime == n.CTime && prev.Inode == n.Inode && n.MTime < parentStart
+}
