@@ -14,7 +14,7 @@ build:
 # detector over the concurrent packages.
 test:
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 $(PKGS)
+	$(GO) test -count=1 -timeout 25m $(PKGS)
 	$(GO) test -count=1 -race -short ./engine/ ./engine/remote/ ./repo/... ./index/...
 
 lint:
