@@ -166,6 +166,8 @@ func (t *Tenant) BackupStream(ctx context.Context, r io.Reader, name string, o B
 // runBackup runs the pipeline around walk, which produces the root folder.
 // scanPaths are counted for progress totals (nil: nothing to scan).
 func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o BackupOptions, walk func(*backup) *future) (s *Snapshot, err error) {
+	used := int64(-1) // the tenant's stored bytes after the backup, counted when it has a quota
+	defer func() { t.emitBackup(s, err, used) }()
 	audited := false // commitAudited wrote the entries
 	defer func() {
 		if !audited {
@@ -295,6 +297,9 @@ func (t *Tenant) runBackup(ctx context.Context, paths, scanPaths []string, o Bac
 	}
 	if audited, err = t.commitAudited(ctx, s, partial, ""); err != nil {
 		return nil, err
+	}
+	if b.quota > 0 {
+		used = b.used
 	}
 	if n := len(b.warnings); n > 0 {
 		return s, fmt.Errorf("%w: %d of them (first: %s); snapshot %s was saved without them", ErrPartialBackup, n, b.warnings[0], s.ID[:8])

@@ -17,6 +17,9 @@ type DriveStatus struct {
 	Problem   string `json:"problem,omitempty"` // why it is not available
 	Shards    int64  `json:"shards"`
 	UsedBytes int64  `json:"used_bytes"`
+	// FreeBytes is the space left on a folder drive's file system (0 when
+	// unknown: S3 drives, or the drive is unavailable).
+	FreeBytes int64 `json:"free_bytes,omitempty"`
 }
 
 // DriveReport is the state of every drive and of the packs' redundancy.
@@ -57,6 +60,9 @@ func (e *Engine) DriveReport(ctx context.Context) (*DriveReport, error) {
 			if err != nil {
 				st.Available = false
 				st.Problem = fmt.Sprintf("listing failed: %v", err)
+			}
+			if sr, ok := m.Drive.(repo.SpaceReporter); ok && st.Available {
+				st.FreeBytes, _, _ = sr.Free(ctx)
 			}
 		}
 		rep.Drives = append(rep.Drives, st)
@@ -126,6 +132,7 @@ func (e *Engine) FailDrive(ctx context.Context, ref string) (DriveInfo, error) {
 		return DriveInfo{}, err
 	}
 	d.State = driveFailed
+	e.emit(Event{Kind: EventDriveFailed, Severity: SevWarning, Drive: d.ID})
 	if err := e.logAudit(ctx, "drive.fail", [16]byte{}, nil, "drive="+d.ID); err != nil {
 		return DriveInfo{}, fmt.Errorf("drive %s is marked failed, but %w", d.ID, err)
 	}
