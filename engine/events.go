@@ -245,3 +245,6 @@ func auditEvent(rep *AuditVerifyReport, err error) Event {
 	}
 	return ev
 }
+
+// ID returns the repository's ID (hex), as the report and alerts name it.
+func (e *Engine) ID() string { return e.conf().Repository }

@@ -227,20 +227,28 @@ func (m *Metrics) Handler(token string, health func() error) http.Handler {
 	})
 }
 
-// WriteTextfile writes every metric in the text format for
-// node_exporter's textfile collector: atomically (temporary file in the
-// same folder, fsync, rename), mode 0644.
-func (m *Metrics) WriteTextfile(path string) error {
+// WriteText writes every metric in the Prometheus text format.
+func (m *Metrics) WriteText(w io.Writer) error {
 	fams, err := m.reg.Gather()
 	if err != nil && len(fams) == 0 {
 		return fmt.Errorf("gather metrics: %w", err)
 	}
-	var b bytes.Buffer
-	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
 	for _, f := range fams {
 		if err := enc.Encode(f); err != nil {
-			return fmt.Errorf("encode metrics: %w", err)
+			return fmt.Errorf("write metrics: %w", err)
 		}
+	}
+	return nil
+}
+
+// WriteTextfile writes every metric in the text format for
+// node_exporter's textfile collector: atomically (temporary file in the
+// same folder, fsync, rename), mode 0644.
+func (m *Metrics) WriteTextfile(path string) error {
+	var b bytes.Buffer
+	if err := m.WriteText(&b); err != nil {
+		return err
 	}
 	if err := writeFile(path, b.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
