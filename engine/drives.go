@@ -61,6 +61,14 @@ func (e *Engine) DriveReport(ctx context.Context) (*DriveReport, error) {
 				st.Available = false
 				st.Problem = fmt.Sprintf("listing failed: %v", err)
 			}
+			// A folder drive whose folder is gone lists as empty: its
+			// identity says whether it is really there.
+			if err == nil {
+				if ident, ierr := repo.ReadIdentity(ctx, m.Drive); ierr != nil || ident.Drive != id {
+					st.Available = false
+					st.Problem = "its identity cannot be read (removed or replaced?)"
+				}
+			}
 			if sr, ok := m.Drive.(repo.SpaceReporter); ok && st.Available {
 				st.FreeBytes, _, _ = sr.Free(ctx)
 			}

@@ -37,6 +37,7 @@ const (
 type notifyFlags struct {
 	smtp, smtpUser, smtpTLS, mailFrom, operator, config, ca string
 	webhooks                                                []string
+	retry                                                   time.Duration // coffer serve --notify-retry
 }
 
 func addNotifyFlags(pf *pflag.FlagSet, g *globals) {
@@ -433,6 +434,9 @@ func startOps(ctx context.Context, g *globals, e *engine.Engine, cfg *remote.Con
 			return false
 		}
 		n.OnError = func(err error) { logger.Warn("notify.error", "error", message(err)) }
+		if g.notify.retry > 0 {
+			n.Outbox().MinBackoff = g.notify.retry
+		}
 		wg.Add(1)
 		go func() { defer wg.Done(); n.Run(ctx) }()
 	}
