@@ -23,9 +23,11 @@ type Options struct {
 	// RequireTLS refuses a client that does not use it.
 	TLSCert, TLSKey string
 	RequireTLS      bool
-	// Auth accepts any user name and password (PLAIN or LOGIN), over a
-	// plain connection too.
-	Auth bool
+	// ImplicitTLS makes it speak TLS from the first byte (port 465 style).
+	ImplicitTLS bool
+	// Auth accepts any user name and password (PLAIN or LOGIN);
+	// InsecureAuth over a plain connection too.
+	Auth, InsecureAuth bool
 }
 
 // Server is a running Mailpit.
@@ -81,8 +83,14 @@ func Start(t testing.TB, o Options) *Server {
 	if o.RequireTLS {
 		args = append(args, "--smtp-require-starttls")
 	}
+	if o.ImplicitTLS {
+		args = append(args, "--smtp-require-tls")
+	}
 	if o.Auth {
-		args = append(args, "--smtp-auth-accept-any", "--smtp-auth-allow-insecure")
+		args = append(args, "--smtp-auth-accept-any")
+	}
+	if o.InsecureAuth {
+		args = append(args, "--smtp-auth-allow-insecure")
 	}
 	cmd := exec.Command(bin, args...)
 	logf, err := os.Create(filepath.Join(t.TempDir(), "mailpit.log"))
