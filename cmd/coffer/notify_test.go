@@ -322,3 +322,123 @@ next:
 	}
 	return 0, false
 }
+
+// TestNotifyUsage: each mistake in the notification settings is one
+// sentence and exit 2, before anything is done.
+func TestNotifyUsage(t *testing.T) {
+	r := newTestRepo(t, "")
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("k"), 0o600)
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{nil, []string{"--webhook", "https://hooks.example/h", "tenant", "list"}, "COFFER_WEBHOOK_SECRET_FILE"},
+		{nil, []string{"--smtp", "mail.example", "tenant", "list"}, "is not HOST:PORT"},
+		{nil, []string{"--smtp", "127.0.0.1:25", "--smtp-user", "u", "tenant", "list"}, "COFFER_SMTP_PASSWORD_FILE"},
+		{nil, []string{"--smtp", "127.0.0.1:25", "--smtp-tls", "ssl", "tenant", "list"}, "auto, starttls or implicit"},
+		{nil, []string{"--operator-email", "ops@p.example", "tenant", "list"}, "need an SMTP server"},
+		{map[string]string{"COFFER_WEBHOOKS": "http://hooks.example/h", "COFFER_WEBHOOK_SECRET_FILE": secret}, []string{"tenant", "list"}, "use https"},
+		{map[string]string{"COFFER_WEBHOOK_SECRET_FILE": filepath.Join(r.dir, "nonexistent")}, []string{"--webhook", "https://h.example/h", "tenant", "list"}, "COFFER_WEBHOOK_SECRET_FILE"},
+		{nil, []string{"--notify-config", filepath.Join(r.dir, "nonexistent.json"), "tenant", "list"}, "notification file"},
+		{nil, []string{"report", "--send"}, "needs an SMTP server"},
+		{nil, []string{"notify", "test"}, "no notification target"},
+		{nil, []string{"serve", "--listen", "127.0.0.1:0", "--metrics", "0.0.0.0:0"}, "not a loopback address"},
+		{nil, []string{"serve", "--listen", "127.0.0.1:0", "--metrics-token-file", secret}, "needs --metrics"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			res := coffer(t, nil, append([]string{"--repo", r.dir}, tc.args...)...)
+			checkErrorLine(t, res)
+			if res.code != exitUsage || !strings.Contains(res.stderr, tc.want) {
+				t.Errorf("got exit %d, want 2 and %q:\n%s", res.code, tc.want, res)
+			}
+		})
+	}
+}
+
+// TestNotifyCLI: without coffer serve, a command's alert is delivered at
+// its end; when the SMTP server is down it waits in the outbox, with a
+// warning, and the next command delivers it. notify test reaches every
+// target; metrics --textfile shows the scrub that ran before.
+func TestNotifyCLI(t *testing.T) {
+	mp := mailpittest.Start(t, mailpittest.Options{})
+	r := newTestRepo(t, "acme")
+	t.Setenv("COFFER_OPERATOR_EMAIL", "ops@provider.example")
+
+	t.Setenv("COFFER_SMTP", mailpittest.FreePort(t)) // down
+	res := r.must(t, nil, "tenant", "lock", "acme")
+	if !strings.Contains(res.stderr, "1 messages wait in") {
+		t.Errorf("no warning about the waiting alert:\n%s", res)
+	}
+	t.Setenv("COFFER_SMTP", mp.SMTP)
+	r.must(t, nil, "tenant", "list")
+	ms := mp.Messages(t)
+	if len(ms) != 1 || !strings.Contains(ms[0].Subject, engine.EventTenantLocked) || !strings.Contains(ms[0].Subject, "acme") {
+		t.Fatalf("after the lock: %s", mailpittest.String(ms))
+	}
+	r.must(t, nil, "tenant", "list")
+	if n := len(mp.Messages(t)); n != 1 {
+		t.Fatalf("the alert was sent %d times", n)
+	}
+
+	// notify test: the operator's address and a webhook.
+	recv := &webhookReceiver{}
+	hs := httptestServer(t, recv)
+	secret := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(secret, []byte("hook-key"), 0o600)
+	t.Setenv("COFFER_WEBHOOK_SECRET_FILE", secret)
+	res = r.must(t, nil, "--webhook", hs+"/hook", "notify", "test")
+	if !strings.Contains(res.stdout, "operator ops@provider.example: ok") || !strings.Contains(res.stdout, "webhooks webhook-") {
+		t.Errorf("notify test:\n%s", res)
+	}
+	if reqs := recv.requests(); len(reqs) != 1 || !notify.VerifySignature([]byte("hook-key"), reqs[0].body, reqs[0].header.Get(notify.HeaderSignature)) {
+		t.Errorf("webhook test requests: %d", len(reqs))
+	}
+	if n := len(mp.Messages(t)); n != 2 {
+		t.Errorf("%d messages after notify test, want 2", n)
+	}
+	res = r.run(t, nil, "--webhook", "http://"+mailpittest.FreePort(t)+"/down", "notify", "test")
+	if res.code != exitError || !strings.Contains(res.stdout, "FAILED") {
+		t.Errorf("notify test with a target down:\n%s", res)
+	}
+
+	// metrics --textfile after a scrub run from the command line.
+	r.must(t, nil, "scrub")
+	prom := filepath.Join(t.TempDir(), "coffer.prom")
+	r.must(t, nil, "metrics", "--textfile", prom)
+	b, err := os.ReadFile(prom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fams, err := func() (map[string]*dtoFamily, error) {
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		return p.TextToMetricFamilies(bytes.NewReader(b))
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := metricValue(fams, "coffer_scrub_last_run_timestamp_seconds", nil); !ok {
+		t.Errorf("the textfile has no last scrub:\n%s", b)
+	}
+	if v, ok := metricValue(fams, "coffer_tenants", map[string]string{"state": "locked"}); !ok || v != 1 {
+		t.Errorf("coffer_tenants{state=locked} = %v %v", v, ok)
+	}
+}
+
+// httptestServer serves h on loopback until the test ends and returns its
+// base URL.
+func httptestServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &http.Server{Handler: h}
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Close() })
+	return "http://" + ln.Addr().String()
+}

@@ -67,13 +67,28 @@ func FreePort(t testing.TB) string {
 }
 
 // Start runs Mailpit until the test ends, or skips the test when it is not
-// installed.
+// installed. Its ports are chosen free, and chosen again when another
+// process takes one first (the machine is shared).
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
 	bin := Binary()
 	if bin == "" {
 		t.Skip("mailpit is not installed: go install github.com/axllent/mailpit@v1.33.1 (.ci/run installs it)")
 	}
+	var last string
+	for try := 0; try < 3; try++ {
+		s, log := start(t, bin, o)
+		if s != nil {
+			return s
+		}
+		last = log
+	}
+	t.Fatalf("mailpit did not start:\n%s", last)
+	return nil
+}
+
+// start runs one Mailpit; nil and its log when it did not come up.
+func start(t testing.TB, bin string, o Options) (*Server, string) {
 	smtpAddr, apiAddr := FreePort(t), FreePort(t)
 	args := []string{"--smtp", smtpAddr, "--listen", apiAddr, "--quiet", "--disable-version-check",
 		"--smtp-disable-rdns", "--database", filepath.Join(t.TempDir(), "mailpit.db")}
@@ -101,25 +116,36 @@ func Start(t testing.TB, o Options) *Server {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start mailpit: %v", err)
 	}
-	t.Cleanup(func() {
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	stop := func() {
 		cmd.Process.Kill()
-		cmd.Wait()
+		<-exited
 		logf.Close()
-	})
+	}
 	s := &Server{SMTP: smtpAddr, API: "http://" + apiAddr}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
+		select {
+		case <-exited:
+			logf.Close()
+			b, _ := os.ReadFile(logf.Name())
+			return nil, string(b)
+		default:
+		}
 		resp, err := http.Get(s.API + "/api/v1/messages")
 		if err == nil {
 			resp.Body.Close()
 			if c, err := net.Dial("tcp", smtpAddr); err == nil {
 				c.Close()
-				return s
+				t.Cleanup(stop)
+				return s, ""
 			}
 		}
 		if time.Now().After(deadline) {
+			stop()
 			b, _ := os.ReadFile(logf.Name())
-			t.Fatalf("mailpit did not start: %v\n%s", err, b)
+			return nil, fmt.Sprintf("%v\n%s", err, b)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
