@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"coffer/index"
@@ -79,11 +80,18 @@ func (e *Engine) DriveReport(ctx context.Context) (*DriveReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	down := map[repo.DriveID]bool{} // found unavailable now (a folder removed under a running server)
+	for _, st := range rep.Drives {
+		if id, err := repo.ParseDriveID(st.ID); err == nil && !st.Available {
+			down[id] = true
+		}
+	}
 	for _, te := range entries {
 		container := fmt.Sprintf("%x", te.rec.ID[:])
 		err := e.db.Packs(te.rec.ID, func(rec index.PackRec) error {
 			rep.Packs++
-			if len(r.Degraded(packInfo(container, rec))) > 0 {
+			p := packInfo(container, rec)
+			if len(r.Degraded(p)) > 0 || slices.ContainsFunc(p.Drives, func(d repo.DriveID) bool { return down[d] }) {
 				rep.Degraded++
 			}
 			return ctx.Err()

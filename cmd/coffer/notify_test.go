@@ -250,6 +250,9 @@ func TestNotifyAcceptance(t *testing.T) {
 	if v, ok := metricValue(fams, "coffer_scrub_last_problems", map[string]string{"kind": "missing"}); !ok || v == 0 {
 		t.Errorf("coffer_scrub_last_problems{kind=missing} = %v (%v), want > 0", v, ok)
 	}
+	if v, ok := metricValue(fams, "coffer_packs_below_full_redundancy", nil); !ok || v == 0 {
+		t.Errorf("coffer_packs_below_full_redundancy = %v (%v), want > 0", v, ok)
+	}
 	if v, ok := metricValue(fams, "coffer_drive_failed", map[string]string{"drive": drives[1].ID}); !ok || v != 0 {
 		t.Errorf("coffer_drive_failed of a healthy drive = %v (%v), want 0", v, ok)
 	}
