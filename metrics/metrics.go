@@ -282,7 +282,9 @@ type AuditState struct {
 // maxStateFile bounds the state file.
 const maxStateFile = 64 << 10
 
-// LoadState reads a state file; a missing file is an empty state.
+// LoadState reads a state file; a missing file, or one that does not
+// decode (it is written without fsync, so a power cut may leave it empty),
+// is an empty state, replaced at the next save.
 func LoadState(path string) (*State, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -298,7 +300,7 @@ func LoadState(path string) (*State, error) {
 	}
 	st, err := decodeState(b)
 	if err != nil {
-		return nil, fmt.Errorf("metrics state %s: %w", path, err)
+		return &State{}, nil
 	}
 	return st, nil
 }

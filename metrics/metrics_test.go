@@ -293,6 +293,12 @@ func TestState(t *testing.T) {
 	if st, err := LoadState(p); err != nil || st.Scrub != nil {
 		t.Fatalf("missing file: %+v %v", st, err)
 	}
+	if err := os.WriteFile(p, nil, 0o600); err != nil { // as a power cut may leave it
+		t.Fatal(err)
+	}
+	if st, err := LoadState(p); err != nil || st.Scrub != nil {
+		t.Fatalf("empty file: %+v %v", st, err)
+	}
 	if err := Record(p, engine.Event{Kind: engine.EventRepairFinished, Counts: map[string]int64{"repaired": 3}}); err != nil {
 		t.Fatal(err)
 	}

@@ -53,6 +53,7 @@ background while it runs.`,
 			if err != nil {
 				return err
 			}
+			defer ms.close()
 			e, err := g.open(cmd)
 			if err != nil {
 				ms.close()
