@@ -388,9 +388,13 @@ func listenMetrics(g *globals, addr, tokenFile string) (*metricsListener, error)
 		}
 		return nil, nil
 	}
-	host, _, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, usagef("--metrics %q is not HOST:PORT (for example 127.0.0.1:9464)", addr)
+	}
+	if host == "" { // ":9464": loopback by default, every interface only when named (0.0.0.0)
+		host = "127.0.0.1"
+		addr = net.JoinHostPort(host, port)
 	}
 	m := &metricsListener{}
 	if tokenFile != "" {

@@ -72,7 +72,7 @@ background while it runs.`,
 	c.Flags().IntVar(&cfg.MaxConns, "max-conns", 64, "most client connections at once")
 	c.Flags().DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close a connection idle this long")
 	c.Flags().IntVar(&cfg.MaxBackups, "max-backups", 8, "most backups at once (each holds about two pack sizes of memory); others wait up to the idle timeout")
-	c.Flags().StringVar(&metricsAddr, "metrics", g.getenv("COFFER_METRICS"), "serve /metrics and /healthz on HOST:PORT, loopback unless --metrics-token-file is given (env COFFER_METRICS)")
+	c.Flags().StringVar(&metricsAddr, "metrics", g.getenv("COFFER_METRICS"), "serve /metrics and /healthz on [HOST]:PORT (no host: 127.0.0.1); a host that is not loopback needs --metrics-token-file (env COFFER_METRICS)")
 	c.Flags().DurationVar(&g.notify.retry, "notify-retry", 30*time.Second, "wait before the first retry of an alert that could not be delivered (doubled each time, at most an hour)")
 	c.Flags().StringVar(&metricsToken, "metrics-token-file", g.getenv("COFFER_METRICS_TOKEN_FILE"), "file holding the bearer token that /metrics and /healthz then require (env COFFER_METRICS_TOKEN_FILE)")
 	return c

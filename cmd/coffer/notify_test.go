@@ -152,7 +152,7 @@ func TestNotifyAcceptance(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- execute(ctx, &globals{stdin: strings.NewReader(""), stdout: out, stderr: out},
-			[]string{"--repo", r.dir, "serve", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--notify-retry", "100ms"})
+			[]string{"--repo", r.dir, "serve", "--listen", "127.0.0.1:0", "--metrics", ":0", "--notify-retry", "100ms"})
 	}()
 	defer func() {
 		cancel()
@@ -348,6 +348,8 @@ func TestNotifyUsage(t *testing.T) {
 		{nil, []string{"report", "--send"}, "needs an SMTP server"},
 		{nil, []string{"notify", "test"}, "no notification target"},
 		{nil, []string{"serve", "--listen", "127.0.0.1:0", "--metrics", "0.0.0.0:0"}, "not a loopback address"},
+		{nil, []string{"serve", "--listen", "127.0.0.1:0", "--metrics", "[::]:0"}, "not a loopback address"},
+		{nil, []string{"serve", "--listen", "127.0.0.1:0", "--metrics", "9464"}, "is not HOST:PORT"},
 		{nil, []string{"serve", "--listen", "127.0.0.1:0", "--metrics-token-file", secret}, "needs --metrics"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
