@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := bin/coffer
 PKGS     := ./...
 
-.PHONY: all build test test-full race lint fuzz bench compare demo demo-s3 demo-remote clean
+.PHONY: all build test test-full race lint fuzz bench compare demo demo-s3 demo-remote demo-ops clean
 
 all: build
 
@@ -54,6 +54,13 @@ demo-s3: build
 # commands going through the server's admin socket while it runs.
 demo-remote: build
 	./scripts/demo-remote.sh
+
+# Operations: coffer serve with metrics, alerts and weekly reports to a
+# local Mailpit (go install github.com/axllent/mailpit@v1.33.1; .ci/run
+# installs it) and a signed webhook; a drive folder removed, scrub finds
+# the damage, /metrics shows the failed drive.
+demo-ops: build
+	./scripts/demo-ops.sh
 
 clean:
 	rm -rf bin

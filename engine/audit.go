@@ -903,8 +903,13 @@ func (r *AuditVerifyReport) problem(format string, args ...any) {
 // in the index (an interrupted write, adopted by the next append) is a note.
 // It returns the report and, when there is a problem, an error wrapping
 // ErrCheckFailed (the CLI exits 14).
-func (e *Engine) VerifyAudit(ctx context.Context, anchors ...AuditAnchor) (*AuditVerifyReport, error) {
-	rep := &AuditVerifyReport{}
+func (e *Engine) VerifyAudit(ctx context.Context, anchors ...AuditAnchor) (rep *AuditVerifyReport, err error) {
+	defer func() {
+		if rep != nil {
+			e.emit(auditEvent(rep, err))
+		}
+	}()
+	rep = &AuditVerifyReport{}
 	// The snapshots are listed before the log is read: a backup writes its
 	// entry before its snapshot, so every snapshot listed has its entry in
 	// the log read after, even on a live server.

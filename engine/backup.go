@@ -117,6 +117,8 @@ func (t *Tenant) BackupStream(ctx context.Context, r io.Reader, name string, o B
 // into the backup, and records the snapshot.
 func (t *Tenant) runBackup(ctx context.Context, paths []string, o BackupOptions,
 	walkFn func(context.Context, *backup, walk.Options) (*walk.Result, error)) (s *Snapshot, err error) {
+	used := int64(-1) // the tenant's stored bytes after the backup, counted when it has a quota
+	defer func() { t.emitBackup(s, err, used) }()
 	audited := false // commitAudited wrote the entries
 	defer func() {
 		if !audited {
@@ -222,6 +224,9 @@ func (t *Tenant) runBackup(ctx context.Context, paths []string, o BackupOptions,
 	}
 	if audited, err = t.commitAudited(ctx, s, partial, ""); err != nil {
 		return nil, err
+	}
+	if b.quota > 0 {
+		used = b.used
 	}
 	if n := len(res.Warnings); n > 0 {
 		return s, fmt.Errorf("%w: %d of them (first: %s); snapshot %s was saved without them", ErrPartialBackup, n, res.Warnings[0], s.ID[:8])

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,6 +24,9 @@ type DriveStatus struct {
 	SuspectSince *time.Time `json:"suspect_since,omitempty"`
 	Shards       int64      `json:"shards"`
 	UsedBytes    int64      `json:"used_bytes"`
+	// FreeBytes is the space left on a folder drive's file system (0 when
+	// unknown: S3 drives, or the drive is unavailable).
+	FreeBytes int64 `json:"free_bytes,omitempty"`
 }
 
 // DriveReport is the state of every drive and of the packs' redundancy.
@@ -68,6 +72,17 @@ func (e *Engine) DriveReport(ctx context.Context) (*DriveReport, error) {
 				st.Available = false
 				st.Problem = fmt.Sprintf("listing failed: %v", err)
 			}
+			// A folder drive whose folder is gone lists as empty: its
+			// identity says whether it is really there.
+			if err == nil {
+				if ident, ierr := repo.ReadIdentity(ctx, m.Drive); ierr != nil || ident.Drive != id {
+					st.Available = false
+					st.Problem = "its identity cannot be read (removed or replaced?)"
+				}
+			}
+			if sr, ok := m.Drive.(repo.SpaceReporter); ok && st.Available {
+				st.FreeBytes, _, _ = sr.Free(ctx)
+			}
 		}
 		rep.Drives = append(rep.Drives, st)
 	}
@@ -75,11 +90,18 @@ func (e *Engine) DriveReport(ctx context.Context) (*DriveReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	down := map[repo.DriveID]bool{} // found unavailable now (a folder removed under a running server)
+	for _, st := range rep.Drives {
+		if id, err := repo.ParseDriveID(st.ID); err == nil && !st.Available {
+			down[id] = true
+		}
+	}
 	for _, te := range entries {
 		container := fmt.Sprintf("%x", te.rec.ID[:])
 		err := e.db.Packs(te.rec.ID, func(rec index.PackRec) error {
 			rep.Packs++
-			if len(r.Degraded(packInfo(container, rec))) > 0 {
+			p := packInfo(container, rec)
+			if len(r.Degraded(p)) > 0 || slices.ContainsFunc(p.Drives, func(d repo.DriveID) bool { return down[d] }) {
 				rep.Degraded++
 			}
 			return ctx.Err()
@@ -134,6 +156,7 @@ func (e *Engine) FailDrive(ctx context.Context, ref string) (DriveChange, error)
 		return DriveChange{}, err
 	}
 	ch := DriveChange{DriveInfo: DriveInfo{ID: d.ID, Rack: d.Rack, Path: resolveDrivePath(e.dir, d.Path), State: d.State}}
+	e.emit(Event{Kind: EventDriveFailed, Severity: SevWarning, Drive: d.ID})
 	healErr := e.replaceRecords(ctx, &ch)
 	if err := e.logAudit(ctx, "drive.fail", [16]byte{}, nil, fmt.Sprintf("drive=%s records=%d", d.ID, ch.RecordsReplaced)); err != nil {
 		return ch, fmt.Errorf("drive %s is marked failed, but %w", d.ID, err)
@@ -223,6 +246,7 @@ func (e *Engine) AddDrive(ctx context.Context, rack, path string) (DriveChange, 
 		return DriveChange{}, "", err
 	}
 	ch := DriveChange{DriveInfo: DriveInfo{ID: d.ID, Rack: d.Rack, Path: resolveDrivePath(e.dir, d.Path), State: d.State}}
+	e.emit(Event{Kind: EventDriveFailed, Severity: SevWarning, Drive: d.ID})
 	healErr := e.replaceRecords(ctx, &ch)
 	if err := e.logAudit(ctx, "drive.add", [16]byte{}, nil, fmt.Sprintf("drive=%s records=%d", d.ID, ch.RecordsReplaced)); err != nil {
 		return ch, warning, fmt.Errorf("drive %s was added, but %w", d.ID, err)

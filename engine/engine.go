@@ -365,6 +365,7 @@ func (e *Engine) openDrivesOf(cfg config) (*repo.Repo, error) {
 		if err != nil {
 			if !m.Failed {
 				e.opts.warnf("drive %s (rack %s) is unavailable, reads reconstruct from the other drives: %s", d.ID, d.Rack, strings.TrimPrefix(err.Error(), "repo: "))
+				e.emit(Event{Kind: EventDriveUnreachable, Severity: SevError, Drive: d.ID})
 			}
 			m.Failed = true
 			m.Drive = unavailableDrive{err: err}

@@ -51,6 +51,8 @@ type ExportEntry struct {
 // once, as "restore" with the detail "remote=1".
 func (t *Tenant) Export(ctx context.Context, s *Snapshot, includes []string, fn func(ExportEntry) error) (err error) {
 	var files, bytes int64
+	start := t.e.now()
+	defer func() { t.emitRestore(start, files, bytes, err) }()
 	defer func() {
 		err = t.e.audited(ctx, "restore", t.id, fmt.Sprintf("snapshot=%s remote=1 files=%d bytes=%d", s.ID, files, bytes), err)
 	}()
@@ -454,6 +456,7 @@ func (in *Ingest) Commit(ctx context.Context, desc *Snapshot) (s *Snapshot, err 
 		return nil, err
 	}
 	t := in.t
+	defer func() { t.emitBackup(s, err, in.usedAfter()) }()
 	audited := false // commitAudited wrote the entries
 	defer func() {
 		if !audited {
@@ -530,7 +533,20 @@ func (in *Ingest) Abort(ctx context.Context, cause error) {
 		cause = errors.New("ended without commit")
 	}
 	_ = in.t.e.audited(ctx, "backup", in.t.id, fmt.Sprintf("remote=1 committed=0 blobs=%d", in.blobs), cause)
+	if in.err != nil {
+		cause = in.err // the session's own failure (its quota ran out, ...) says more
+	}
+	in.t.emitBackup(nil, cause, -1)
 	in.end()
+}
+
+// usedAfter is the tenant's stored bytes with the session's packs, or -1
+// when they are not counted (the tenant has no quota).
+func (in *Ingest) usedAfter() int64 {
+	if in.quota > 0 {
+		return in.used
+	}
+	return -1
 }
 
 // end drops unwritten packs and releases the tenant lock.

@@ -84,6 +84,7 @@ func (e *Engine) LockTenant(ctx context.Context, name string) (*TenantInfo, erro
 	if err = e.audited(ctx, "tenant.lock", te.rec.ID, detail, err); err != nil {
 		return nil, err
 	}
+	e.emit(Event{Kind: EventTenantLocked, Severity: SevNotice, TenantID: hex.EncodeToString(te.rec.ID[:]), Tenant: name})
 	return e.info(te), nil
 }
 
@@ -116,6 +117,7 @@ func (e *Engine) UnlockTenant(ctx context.Context, name string) (*TenantInfo, er
 	if err = e.audited(ctx, "tenant.unlock", te.rec.ID, "", err); err != nil {
 		return nil, err
 	}
+	e.emit(Event{Kind: EventTenantUnlocked, Severity: SevNotice, TenantID: hex.EncodeToString(te.rec.ID[:]), Tenant: name})
 	return e.info(te), nil
 }
 
@@ -181,7 +183,11 @@ func (e *Engine) ShredTenant(ctx context.Context, name, confirm string) (*ShredR
 	if err != nil {
 		return nil, err
 	}
-	return e.finish(ctx, []*tenantEntry{te})
+	rep, err := e.finish(ctx, []*tenantEntry{te})
+	if rep != nil {
+		e.emitShredded(rep.Shredded, []*tenantEntry{te})
+	}
+	return rep, err
 }
 
 // SweepTenants shreds every locked tenant whose grace period is over at the
@@ -228,7 +234,9 @@ func (e *Engine) SweepTenants(ctx context.Context, at time.Time) (rep *ShredRepo
 	}
 	rep.Warnings = append(rep.Warnings, kept...)
 	detail := fmt.Sprintf("at=%d newest_record=%d shredded=%d kept=%d", at.Unix(), unixOrZero(ev.last), len(rep.Shredded), len(kept))
-	return rep, e.audited(ctx, "tenant.sweep", tenantAdmin, detail, err)
+	err = e.audited(ctx, "tenant.sweep", tenantAdmin, detail, err)
+	e.emitSweep(rep, due, len(kept), err)
+	return rep, err
 }
 
 func unixOrZero(t time.Time) int64 {

@@ -101,6 +101,13 @@ type Options struct {
 	Now func() time.Time
 	// Warn receives warnings (a missing drive, ...); nil discards them.
 	Warn io.Writer
+	// Events, if set, is told of what an operator may want to know as it
+	// happens (events.go; docs/design.md, chapter 16): a drive lost, a
+	// scrub's findings, a backup failed, a tenant locked, ... It is called
+	// on the goroutine that did the work, from several at once; it must
+	// return quickly and must not call back into the Engine. An Event
+	// holds no tenant data, file names, paths, hosts or tags.
+	Events func(Event)
 
 	// IndexFS, if set, is the file system of the index (tests use pebble's
 	// crash-simulating memory file system).

@@ -380,6 +380,28 @@ func (r *Report) WriteMessages(dir, from string) ([]string, error) {
 	return append(written, p), nil
 }
 
+// TenantMessage renders the tenant's message as WriteMessages writes it
+// (CRLF line endings), with the given Message-ID value (angle brackets
+// included) instead of a random one. from is the sender address.
+func (r *Report) TenantMessage(tr *TenantReport, from, msgID string) ([]byte, error) {
+	fromAddr, err := mail.ParseAddress(from)
+	if err != nil {
+		return nil, invalidf("sender %q is not an e-mail address: %v", from, err)
+	}
+	return r.message(tr, fromAddr, msgID), nil
+}
+
+// ContactAddress returns the bare address of a tenant's contact, or ""
+// when it has none or it is not one valid address (its message then has
+// no To: header and is not sent).
+func ContactAddress(contact string) string {
+	if recipient(contact) == "" {
+		return ""
+	}
+	a, _ := mail.ParseAddress(contact)
+	return a.Address
+}
+
 // recipient returns the tenant's contact as a To: value, or "" when it has
 // none or it is not one valid address (a stored contact is never copied into
 // a header unchecked, so it cannot inject one).

@@ -56,6 +56,7 @@ type restoreDir struct {
 // verified before it is written. Files are written in parallel; folder
 // metadata is applied last, deepest first, so their times stick.
 func (t *Tenant) Restore(ctx context.Context, s *Snapshot, target string, o RestoreOptions) (st *RestoreStats, err error) {
+	defer t.emitRestoreStats(t.e.now(), &st, &err)
 	defer func() {
 		detail := "snapshot=" + s.ID
 		if st != nil {

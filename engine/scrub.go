@@ -194,6 +194,7 @@ func (e *Engine) Scrub(ctx context.Context, o ScrubOptions) (*ScrubReport, error
 			r.Missing.Repaired+r.Corrupt.Repaired+r.Misplaced.Repaired+r.Orphaned.Repaired+r.StaleTemp.Repaired+r.Records.Repaired)
 		err = e.audited(ctx, "scrub.repair", [16]byte{}, detail, err)
 	}
+	e.emit(scrubEvent(s.rep))
 	return s.rep, err
 }
 

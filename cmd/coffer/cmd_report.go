@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/mail"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"coffer/engine"
+	"coffer/notify"
 )
 
 // reportOptions are the flags of coffer report.
@@ -16,6 +18,7 @@ type reportOptions struct {
 	at   string // RFC 3339; "" = now
 	out  string // folder for the messages; "" = none
 	from string // sender of the messages; "" = coffer@HOSTNAME
+	send bool   // deliver the messages over SMTP (cmd_notify.go)
 }
 
 func newReportCmd(g *globals) *cobra.Command {
@@ -31,7 +34,14 @@ snapshot dated in the 7 days before --at (after at-7d, up to and including at)
 is flagged ` + engine.ReportFlag + `.
 
 --out DIR writes one ready-to-send RFC 5322 message per tenant (DIR/NAME.eml,
-To: the tenant's contact) and DIR/` + engine.OperatorSummaryFile + ` for the operator.`,
+To: the tenant's contact) and DIR/` + engine.OperatorSummaryFile + ` for the operator.
+
+--send delivers each tenant's message to its contact and the summary to
+--operator-email over --smtp (see coffer notify --help), through the outbox
+REPO/outbox: a message that cannot be delivered waits there and is tried
+again on the next run (exit 1 until then), and a second --send in the same
+week (ISO week of --at, UTC) sends nothing twice. Shredded tenants get
+nothing; locked ones get their report, flagged when no backup ran.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			at, err := parseReportAt(o.at)
@@ -54,6 +64,7 @@ To: the tenant's contact) and DIR/` + engine.OperatorSummaryFile + ` for the ope
 	c.Flags().StringVar(&o.at, "at", "", "evaluate the report as of this time (RFC 3339, default now)")
 	c.Flags().StringVar(&o.out, "out", "", "write one e-mail message per tenant and the operator summary into this folder")
 	c.Flags().StringVar(&o.from, "from", "", "sender address of the messages (default coffer@HOSTNAME)")
+	c.Flags().BoolVar(&o.send, "send", false, "deliver the messages over SMTP (--smtp, --operator-email)")
 	return c
 }
 
@@ -71,7 +82,7 @@ func parseReportAt(s string) (time.Time, error) {
 
 // runReport makes the report and prints it (JSON or a table), and writes the
 // messages when o.out is set.
-func runReport(ctx context.Context, g *globals, e *engine.Engine, at time.Time, o reportOptions) error {
+func runReport(ctx context.Context, g *globals, e *engine.Engine, at time.Time, o reportOptions) (err error) {
 	r, err := e.Report(ctx, at)
 	if err != nil {
 		return err
@@ -83,9 +94,24 @@ func runReport(ctx context.Context, g *globals, e *engine.Engine, at time.Time, 
 			return err
 		}
 	}
-	if g.json {
-		return g.printJSON(r)
+	var sendErr error
+	if o.send {
+		sendErr = sendReport(ctx, g, e, r, o.from)
+		if errors.Is(sendErr, notify.ErrConfig) {
+			return sendErr
+		}
 	}
+	if g.json {
+		if err := g.printJSON(r); err != nil {
+			return err
+		}
+		return sendErr
+	}
+	defer func() {
+		if err == nil {
+			err = sendErr
+		}
+	}()
 	fmt.Fprintf(g.stdout, "Weekly report, %s to %s\n\n", r.PeriodStart.Format(time.RFC3339), r.At.Format(time.RFC3339))
 	if err := r.WriteTable(g.stdout); err != nil {
 		return err
@@ -109,4 +135,29 @@ func runReport(ctx context.Context, g *globals, e *engine.Engine, at time.Time, 
 		fmt.Fprintf(g.stdout, "wrote %d messages and %s to %s\n", len(written)-1, engine.OperatorSummaryFile, o.out)
 	}
 	return nil
+}
+
+// sendReport delivers the report's messages (coffer report --send) and
+// says what it did on stderr, so that stdout stays the report.
+func sendReport(ctx context.Context, g *globals, e *engine.Engine, r *engine.Report, from string) error {
+	if from != "" && g.notify.mailFrom == "" {
+		g.notify.mailFrom = from
+	}
+	n, err := g.newNotifier(e)
+	if err != nil {
+		return err
+	}
+	if n == nil || g.notify.smtp == "" {
+		return usageError{fmt.Errorf("%w: report --send needs an SMTP server: give --smtp HOST:PORT (or COFFER_SMTP)", notify.ErrConfig)}
+	}
+	res, err := n.SendReport(ctx, r)
+	if res != nil {
+		d := res.Delivery
+		if d == nil {
+			d = &notify.Delivery{}
+		}
+		fmt.Fprintf(g.stderr, "report --send: %d messages queued, %d already sent this week, %d tenants without a usable contact; delivered %d, waiting %d\n",
+			res.Queued, res.AlreadySent, res.NoContact, d.Sent, d.Failed+d.Waiting)
+	}
+	return err
 }

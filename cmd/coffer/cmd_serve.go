@@ -21,7 +21,7 @@ import (
 // --server-fingerprint) of the data commands. docs/design.md chapter 15 describes both.
 
 func newServeCmd(g *globals) *cobra.Command {
-	var listen string
+	var listen, metricsAddr, metricsToken string
 	var cfg remote.Config
 	c := &cobra.Command{
 		Use:   "serve --listen ADDR",
@@ -37,17 +37,30 @@ While it runs, operator commands on the same --repo (tenant lock, tenant key
 remove, scrub, sweep, report, ...) run inside the server through its admin
 socket REPO/admin.sock (mode 0600; the master key file must match), so they
 work on a live server: removing a key or locking a tenant cuts the sessions
-concerned at once. Backup and restore go through --remote instead.`,
+concerned at once. Backup and restore go through --remote instead.
+
+With --metrics ADDR it serves Prometheus metrics on http://ADDR/metrics and
+a health check on /healthz; ADDR must be on loopback unless
+--metrics-token-file names a file with a bearer token, which every request
+must then carry. Alerts (see coffer notify --help) are delivered in the
+background while it runs.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if listen == "" {
 				return usagef("serve needs --listen ADDR (for example 0.0.0.0:7443)")
 			}
-			e, err := g.open(cmd)
+			ms, err := listenMetrics(g, metricsAddr, metricsToken)
 			if err != nil {
 				return err
 			}
+			defer ms.close()
+			e, err := g.open(cmd)
+			if err != nil {
+				ms.close()
+				return err
+			}
 			defer e.Close()
+			g.serveMetrics = ms
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", listen, err)
@@ -61,6 +74,9 @@ concerned at once. Backup and restore go through --remote instead.`,
 	c.Flags().IntVar(&cfg.MaxHandshakesPerAddr, "max-handshakes-per-addr", 8, "most connections not yet admitted from one address (IPv6: one /64)")
 	c.Flags().DurationVar(&cfg.IdleTimeout, "idle-timeout", 5*time.Minute, "close a connection idle this long")
 	c.Flags().IntVar(&cfg.MaxBackups, "max-backups", 8, "most backups at once (each holds about two pack sizes of memory); others wait up to the idle timeout")
+	c.Flags().StringVar(&metricsAddr, "metrics", g.getenv("COFFER_METRICS"), "serve /metrics and /healthz on [HOST]:PORT (no host: 127.0.0.1); a host that is not loopback needs --metrics-token-file (env COFFER_METRICS)")
+	c.Flags().DurationVar(&g.notify.retry, "notify-retry", 30*time.Second, "wait before the first retry of an alert that could not be delivered (doubled each time, at most an hour)")
+	c.Flags().StringVar(&metricsToken, "metrics-token-file", g.getenv("COFFER_METRICS_TOKEN_FILE"), "file holding the bearer token that /metrics and /healthz then require (env COFFER_METRICS_TOKEN_FILE)")
 	return c
 }
 
@@ -74,6 +90,12 @@ func runServe(ctx context.Context, g *globals, e *engine.Engine, ln net.Listener
 	}
 	logger := slog.New(slog.NewTextHandler(g.stderr, nil))
 	cfg.Log = func(event string, kv ...any) { logger.Info(event, kv...) }
+	stopOps, err := startOps(ctx, g, e, &cfg, logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer stopOps()
 	srv, err := remote.NewServer(e, key, cfg)
 	if err != nil {
 		ln.Close()

@@ -89,6 +89,7 @@ func execute(ctx context.Context, g *globals, args []string) int {
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
 	c, err := root.ExecuteContextC(ctx)
+	g.flushNotify(ctx) // alerts of this command, and what waited in the outbox
 	if c != nil {
 		g.commandPath = strings.TrimPrefix(c.CommandPath(), "coffer ")
 	}

@@ -47,6 +47,12 @@ type globals struct {
 	// through the admin socket and runs on it.
 	lent *engine.Engine
 
+	// notify holds the notification flags; sink takes the events of the
+	// engine this process opened (cmd_notify.go).
+	notify       notifyFlags
+	sink         *eventSink
+	serveMetrics *metricsListener // coffer serve --metrics
+
 	// Tests set these (through execute): the clock, and a wrapper of every
 	// drive (engine.Options.Now and WrapDrive). nil means the real ones.
 	now       func() time.Time
@@ -99,6 +105,7 @@ packed and Reed-Solomon coded across drives in different racks.
 	pf.StringVar(&g.identity, "identity", g.getenv("COFFER_IDENTITY"), "private key file for --remote, from coffer keygen or ssh-keygen -t ed25519 (env COFFER_IDENTITY)")
 	pf.StringVar(&g.serverFP, "server-fingerprint", g.getenv("COFFER_SERVER_FINGERPRINT"), "expected fingerprint of the --remote server's key, SHA256:…; during a server-key rotation OLD,NEW (env COFFER_SERVER_FINGERPRINT)")
 	pf.BoolVar(&g.s3AllowVersioning, "s3-allow-versioning", false, "accept S3 buckets with versioning or object lock (only when lifecycle rules expire old versions: a delete there only adds a marker)")
+	addNotifyFlags(pf, g)
 
 	root.AddCommand(
 		newInitCmd(g),
@@ -119,6 +126,8 @@ packed and Reed-Solomon coded across drives in different racks.
 		newPruneCmd(g),
 		newKeygenCmd(g),
 		newServeCmd(g),
+		newNotifyCmd(g),
+		newMetricsCmd(g),
 	)
 	wireRemote(root, g)
 	for _, c := range root.Commands() {
@@ -191,7 +200,11 @@ func (g *globals) open(cmd *cobra.Command) (*engine.Engine, error) {
 			escrow = append(escrow, p)
 		}
 	}
-	return engine.Open(dir, engine.Options{
+	sink, err := g.openSink(dir)
+	if err != nil {
+		return nil, err
+	}
+	e, err := engine.Open(dir, engine.Options{
 		MasterKeyFile: g.keyFile,
 		Escrow:        escrow,
 		RetryLock:     g.retryLock,
@@ -199,10 +212,19 @@ func (g *globals) open(cmd *cobra.Command) (*engine.Engine, error) {
 		Warn:          g.stderr,
 		Now:           g.now,
 		WrapDrive:     g.wrapDrive,
+		Events:        sink.handle,
 
 		S3CAFile:          g.s3CA,
 		S3AllowVersioning: g.s3AllowVersioning,
 	})
+	if err != nil {
+		return nil, err
+	}
+	if err := g.attachSink(e); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
 }
 
 // openTenant opens the repository and the --tenant tenant.
