@@ -359,20 +359,22 @@ func (sc *serverConn) armFrame() {
 }
 
 func (sc *serverConn) serve() {
-	// A bug met by one session must not stop the server for every tenant:
-	// the session ends (its backup is abandoned below) and the operator's
-	// log gets the stack, which holds code locations, not tenant content.
-	defer func() {
-		if v := recover(); v != nil {
-			sc.s.cfg.Log("conn.panic", "remote", sc.c.RemoteAddr().String(), "panic", bounded(fmt.Sprint(v), maxLogValue), "stack", string(debug.Stack()))
-		}
-	}()
+	// Deferred calls run last first: on a panic, the log entry, then the
+	// abandoned backup, then the close the client sees.
 	defer sc.c.Close()
 	// A connection that ends without a commit records no snapshot.
 	defer func() {
 		if sc.ing != nil {
 			sc.ing.Abort(context.Background(), errors.New("connection ended before commit"))
 			sc.endIngest()
+		}
+	}()
+	// A bug met by one session must not stop the server for every tenant:
+	// the session ends (its backup is abandoned above) and the operator's
+	// log gets the stack, which holds code locations, not tenant content.
+	defer func() {
+		if v := recover(); v != nil {
+			sc.s.cfg.Log("conn.panic", "remote", sc.c.RemoteAddr().String(), "panic", bounded(fmt.Sprint(v), maxLogValue), "stack", string(debug.Stack()))
 		}
 	}()
 	log := sc.s.cfg.Log
