@@ -118,15 +118,11 @@ type recordHealer struct {
 func (e *Engine) newRecordHealer(repair bool) (*recordHealer, error) {
 	e.mu.Lock()
 	h := &recordHealer{
-		e: e, r: e.repo, repair: repair, repoID: e.cfg.repoID(), mk: e.mk,
+		e: e, r: e.repo, repair: repair, repoID: e.cfg.repoID(),
 		tenants: map[[16]byte]*Tenant{}, done: map[string]bool{}, onSuspect: map[repo.DriveID]int{},
 	}
-	for _, mk := range []*masterKey{e.mk, e.mkNext} {
-		if mk != nil {
-			h.admin = append(h.admin, &mk.admin)
-		}
-	}
 	e.mu.Unlock()
+	h.refreshKeys()
 	entries, err := e.tenantEntries()
 	if err != nil {
 		return nil, fmt.Errorf("read tenants: %w", err)
@@ -137,6 +133,19 @@ func (e *Engine) newRecordHealer(repair bool) (*recordHealer, error) {
 		}
 	}
 	return h, nil
+}
+
+// refreshKeys takes the master keys of the moment: those of the current
+// and, during a rotation, the next epoch.
+func (h *recordHealer) refreshKeys() {
+	h.e.mu.Lock()
+	defer h.e.mu.Unlock()
+	h.mk, h.admin = h.e.mk, nil
+	for _, mk := range []*masterKey{h.e.mk, h.e.mkNext} {
+		if mk != nil {
+			h.admin = append(h.admin, &mk.admin)
+		}
+	}
 }
 
 // run examines every record the drives or the index know: the names under
@@ -245,12 +254,10 @@ func (h *recordHealer) heal(ctx context.Context, name string) (*recordFinding, e
 	if f.clean() {
 		return nil, nil
 	}
-	if f.noValid && !h.repair {
-		return f, nil
-	}
 	// Look again under the locks of the record's writers: a write in
-	// progress (a backup committing its snapshot) is not damage. A check
-	// does not wait for them: a record being written is looked at next time.
+	// progress (a backup committing its snapshot, a master-key rotation
+	// resealing tenant records) is not damage. A check does not wait for
+	// them: a record being written is looked at next time.
 	unlock, ok := h.lock(j.locks, h.repair)
 	if !ok {
 		return nil, nil
@@ -258,6 +265,10 @@ func (h *recordHealer) heal(ctx context.Context, name string) (*recordFinding, e
 	defer unlock()
 	if j.owner != nil && !h.live(*j.owner) {
 		return nil, nil // its tenant was shredded meanwhile
+	}
+	h.refreshKeys() // a rotation may have finished meanwhile
+	if j, ok = h.judgeFor(name); !ok {
+		return nil, nil
 	}
 	again, winner, copies, err := h.examine(ctx, name, j)
 	switch {
