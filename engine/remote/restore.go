@@ -149,28 +149,43 @@ func (r *remoteReader) Locate(ctx context.Context, ids []tree.ID) ([]engine.Blob
 	return places, cl.expectEnd()
 }
 
+// ReadGroup asks for the distinct blobs of grp, in requests of at most
+// engine.MaxReadGroupBytes of plaintext (a group of small sealed blobs,
+// such as a sparse file's chunks of zeros, may hold much more), and checks
+// each against its ID.
 func (r *remoteReader) ReadGroup(ctx context.Context, grp []engine.BlobPlace, fn func(int, []byte) error) error {
-	if len(grp) == 0 {
-		return nil
-	}
-	if len(grp) > engine.MaxReadGroup {
-		return fmt.Errorf("read %d blobs: at most %d at once", len(grp), engine.MaxReadGroup)
-	}
-	ids := make([]tree.ID, len(grp))
-	for i, p := range grp {
-		ids[i] = p.ID
-	}
-	blobs, err := r.receive(ctx, grp, ids)
-	if err != nil {
-		return err
-	}
-	for i, b := range blobs {
-		if tree.ID(r.hasher.Sum(b)) != grp[i].ID {
-			return fmt.Errorf("%w: the server sent blob %x with other content", engine.ErrAuth, grp[i].ID[:8])
+	for base := 0; len(grp) > 0; {
+		var ask []engine.BlobPlace
+		have := map[tree.ID]int{} // ID → index in ask
+		var bytes int64
+		n := 0
+		for ; n < len(grp) && len(ask) < engine.MaxReadGroup; n++ {
+			p := grp[n]
+			if _, ok := have[p.ID]; ok {
+				continue
+			}
+			if len(ask) > 0 && bytes+int64(p.Size) > engine.MaxReadGroupBytes {
+				break
+			}
+			have[p.ID] = len(ask)
+			ask = append(ask, p)
+			bytes += int64(p.Size)
 		}
-		if err := fn(i, b); err != nil {
+		blobs, err := r.receive(ctx, ask)
+		if err != nil {
 			return err
 		}
+		for i, b := range blobs {
+			if tree.ID(r.hasher.Sum(b)) != ask[i].ID {
+				return fmt.Errorf("%w: the server sent blob %x with other content", engine.ErrAuth, ask[i].ID[:8])
+			}
+		}
+		for i, p := range grp[:n] {
+			if err := fn(base+i, blobs[have[p.ID]]); err != nil {
+				return err
+			}
+		}
+		grp, base = grp[n:], base+n
 	}
 	return nil
 }
@@ -178,7 +193,11 @@ func (r *remoteReader) ReadGroup(ctx context.Context, grp []engine.BlobPlace, fn
 // receive asks for the blobs ids and reads them; each must have its
 // place's length (so a server cannot make the client hold more than the
 // group's size).
-func (r *remoteReader) receive(ctx context.Context, grp []engine.BlobPlace, ids []tree.ID) ([][]byte, error) {
+func (r *remoteReader) receive(ctx context.Context, grp []engine.BlobPlace) ([][]byte, error) {
+	ids := make([]tree.ID, len(grp))
+	for i, p := range grp {
+		ids[i] = p.ID
+	}
 	cl := r.cl
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
