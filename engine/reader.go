@@ -47,10 +47,11 @@ func (p BlobPlace) loc() index.BlobLoc {
 	return index.BlobLoc{Pack: p.Pack, Type: index.BlobType(DataBlob), Offset: p.Offset, Length: p.Length, RawLength: p.Size}
 }
 
-// maxReadGroup bounds the blobs of one ReadGroup of a remote reader, and
-// maxReadGroupBytes their plaintext: a restore's groups (restoreBatch,
-// restoreSpan) stay well below them, a hostile request cannot make the
-// server hold more.
+// MaxReadGroup bounds the blobs of one Locate or ReadGroup request of a
+// remote reader, and MaxReadGroupBytes their plaintext: a restore's groups
+// hold at most restoreBatch blobs (a remote reader splits a group over
+// MaxReadGroupBytes), and a hostile request cannot make the server hold
+// more.
 const (
 	MaxReadGroup      = restoreBatch
 	MaxReadGroupBytes = 64 << 20
