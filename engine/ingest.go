@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"path"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -18,7 +15,7 @@ import (
 )
 
 // This file holds what the remote server (engine/remote) needs from a tenant
-// beyond the local API: the read side (Export, TreeBlob) and the upload side
+// beyond the local API: the read side of a remote restore (TreeBlob, Reader, RemoteRestore) and the upload side
 // of a remote backup (IngestParams, BeginIngest and the Ingest session), see
 // docs/design.md chapter 15.
 
@@ -34,53 +31,17 @@ var ErrBlobMismatch = errors.New("engine: blob content does not match its ID")
 // later call also wraps the first failure.
 var ErrIngestBroken = errors.New("engine: ingest session failed")
 
-// ExportEntry is one node of a snapshot walk by Export. For a file, Content
-// writes its bytes to w (each chunk verified against its content ID); it
-// is nil for every other type, and valid only during the callback.
-type ExportEntry struct {
-	Entry
-	Content func(w io.Writer) error
-}
-
-// Export walks snapshot s, depth first with folders before their entries,
-// and calls fn for every node selected by includes (snapshot paths; empty
-// means everything), including the folders on the way to an included path.
-// A hard link's Content gives its target's bytes. fn runs on the caller's
-// goroutine; an error from fn stops the walk and is returned. The walk
-// keeps to the tree limits (ErrTreeLimit, see treeWalker). It is audited
-// once, as "restore" with the detail "remote=1".
-func (t *Tenant) Export(ctx context.Context, s *Snapshot, includes []string, fn func(ExportEntry) error) (err error) {
-	var files, bytes int64
-	start := t.e.now()
-	defer func() { t.emitRestore(start, files, bytes, err) }()
-	defer func() {
-		err = t.e.audited(ctx, "restore", t.id, fmt.Sprintf("snapshot=%s remote=1 files=%d bytes=%d", s.ID, files, bytes), err)
-	}()
-	var inc []string
-	for _, p := range includes {
-		inc = append(inc, strings.Trim(path.Clean("/"+p), "/"))
+// RemoteRestore records in the audit log that a remote client starts to
+// restore snapshot s (action "restore", detail "snapshot=ID remote=1"). The
+// client restores with RestoreFrom over the wire, reading trees (TreeBlob)
+// and data blobs (Reader) one request at a time; the server cannot tell
+// when it ends, so only the start is recorded. When the entry cannot be
+// written, the restore must not start (as a dump's).
+func (t *Tenant) RemoteRestore(ctx context.Context, s *Snapshot) error {
+	if err := t.e.logAudit(ctx, "restore", t.id, nil, fmt.Sprintf("snapshot=%s remote=1", s.ID)); err != nil {
+		return fmt.Errorf("the audit entry of the restore could not be written: %w", err)
 	}
-	rootID, err := parseTreeID(s.Tree)
-	if err != nil {
-		return err
-	}
-	w := &treeWalker{t: t, s: s, visit: func(rel string, n *tree.Node) (bool, error) {
-		in, need := selected(inc, rel)
-		if !in && !(need && n.Type == tree.Dir) {
-			return false, nil
-		}
-		ee := ExportEntry{Entry: entry(rel, n)}
-		if n.Type == tree.File || n.Type == tree.Hardlink {
-			ee.Content = func(w io.Writer) error {
-				k, err := t.writeContent(ctx, s, n, w)
-				bytes += k
-				return err
-			}
-			files++
-		}
-		return true, fn(ee)
-	}}
-	return w.walk(ctx, rootID, "")
+	return nil
 }
 
 // IngestParams is what a remote backup client needs to cut and name chunks

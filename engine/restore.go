@@ -22,8 +22,6 @@ import (
 
 	"coffer/engine/fsmeta"
 	"coffer/engine/tree"
-	"coffer/index"
-	"coffer/repo"
 )
 
 // RestoreOptions configure a restore.
@@ -37,6 +35,7 @@ type RestoreOptions struct {
 
 // RestoreStats summarise a restore.
 type RestoreStats struct {
+	Snapshot           string // the snapshot's ID
 	Files, Dirs, Other int64
 	Bytes              int64
 	Warnings           []string // metadata that could not be applied (not data)
@@ -68,6 +67,16 @@ func (t *Tenant) Restore(ctx context.Context, s *Snapshot, target string, o Rest
 }
 
 func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o RestoreOptions) (*RestoreStats, error) {
+	return RestoreFrom(ctx, t.Reader(), s, target, o)
+}
+
+// RestoreFrom writes snapshot s, whose trees and data blobs r reads, below
+// target: the one restore pipeline of a local restore (Tenant.Reader) and a
+// remote one (engine/remote). Every blob is checked against its content ID
+// by r before it is written. Files are written in parallel; folder metadata
+// is applied last, deepest first, so their times stick. The walk keeps to
+// the tree limits (treeWalker). It is not audited; Tenant.Restore is.
+func RestoreFrom(ctx context.Context, r SnapshotReader, s *Snapshot, target string, o RestoreOptions) (*RestoreStats, error) {
 	target, err := filepath.Abs(target)
 	if err != nil {
 		return nil, err
@@ -88,7 +97,7 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 	if prog == nil {
 		prog = &Progress{}
 	}
-	st := &RestoreStats{}
+	st := &RestoreStats{Snapshot: s.ID}
 	var stMu sync.Mutex // guards st.Warnings
 	warn := func(p string, err error) {
 		stMu.Lock()
@@ -99,14 +108,16 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 
 	// Restore works chunk by chunk, not file by file, so one large file is
 	// read, verified and written by every worker at once (WriteAt at the
-	// chunk's offset). Reads wait on drives and writes on the target disk:
-	// twice as many workers as cores keep both busy.
+	// chunk's offset). Reads wait on drives (or the network) and writes on
+	// the target disk: twice as many workers as cores keep both busy.
 	g, gctx := errgroup.WithContext(ctx)
 	chunks := make(chan restoreChunk, 256)
 	groups := make(chan []restoreChunk, 16)
-	packs := &packCache{m: map[index.PackID]repo.PackInfo{}}
 	// wrote finishes a chunk: write it, and finish its file after its last.
 	wrote := func(c restoreChunk, data []byte) error {
+		if uint32(len(data)) != c.place.Size {
+			return fmt.Errorf("%w: %s: a chunk is %d bytes, its place says %d", ErrDamage, c.f.path, len(data), c.place.Size)
+		}
 		if err := writeSparse(c.f.fd, data, c.off, c.f.node.Holes); err != nil {
 			return fmt.Errorf("write %s: %w", c.f.path, err)
 		}
@@ -132,7 +143,7 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 	for i := 0; i < 2*runtime.GOMAXPROCS(0); i++ {
 		g.Go(func() error {
 			for grp := range groups {
-				if err := t.restoreGroup(gctx, grp, packs, wrote); err != nil {
+				if err := restoreGroup(gctx, r, grp, wrote); err != nil {
 					return err
 				}
 			}
@@ -163,22 +174,26 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 		}
 		rf.left.Store(int32(len(n.Content)))
 		var off uint64
-		for _, id := range n.Content {
-			// The chunk sizes are not in the tree; the plaintext length in
-			// the index tells each chunk's offset without reading it.
-			loc, ok, err := t.e.db.Blob(t.id, index.BlobID(id))
+		// The chunk sizes are not in the tree; the reader's places tell
+		// each chunk's offset without reading it.
+		for ids := n.Content; len(ids) > 0; {
+			k := min(len(ids), MaxReadGroup)
+			places, err := r.Locate(gctx, ids[:k])
 			if err != nil {
-				return err
+				return errNotData(p, err)
 			}
-			if !ok {
-				return fmt.Errorf("%w: %s: content blob %x is not in the index", ErrDamage, p, id[:8])
+			if len(places) != k {
+				return fmt.Errorf("%w: %s: %d places for %d chunks", ErrDamage, p, len(places), k)
 			}
-			select {
-			case chunks <- restoreChunk{f: rf, id: id, loc: loc, off: off}:
-			case <-gctx.Done():
-				return gctx.Err()
+			for _, pl := range places {
+				select {
+				case chunks <- restoreChunk{f: rf, place: pl, off: off}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+				off += uint64(pl.Size)
 			}
-			off += uint64(loc.RawLength)
+			ids = ids[k:]
 		}
 		if off != n.Size {
 			return fmt.Errorf("%w: %s: content is %d bytes, the snapshot says %d", ErrDamage, p, off, n.Size)
@@ -206,15 +221,20 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 	}
 	var dirs []restoreDir
 	var links []restoreFile
+	// linked holds the files of several names restored by the walk: a hard
+	// link's first name must be one of them (or, outside the includes, a
+	// file found in the snapshot), so a link never leads out of target,
+	// whatever the trees say.
+	linked := map[string]bool{}
 	// One walker for every front end (treeWalker): it keeps to the tree
 	// limits, so a snapshot whose folders repeat shared subtrees stops with
 	// one sentence instead of filling the target without end.
-	w := &treeWalker{t: t, s: s, checkAfter: restoreCheckAfter, visit: func(r string, n *tree.Node) (bool, error) {
-		in, need := selected(includes, r)
+	w := &treeWalker{r: r, s: s, checkAfter: restoreCheckAfter, visit: func(rel string, n *tree.Node) (bool, error) {
+		in, need := selected(includes, rel)
 		if !in && !need {
 			return false, nil
 		}
-		p := filepath.Join(target, filepath.FromSlash(r))
+		p := filepath.Join(target, filepath.FromSlash(rel))
 		switch n.Type {
 		case tree.Dir:
 			if err := os.Mkdir(p, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
@@ -226,6 +246,9 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 		case tree.File:
 			if !in {
 				return false, nil
+			}
+			if n.Links > 1 {
+				linked[rel] = true
 			}
 			select {
 			case files <- restoreFile{path: p, node: n}:
@@ -270,22 +293,36 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 		}
 		return st, fmt.Errorf("restore snapshot %s: %w", s.ID[:8], err)
 	}
-	// Hard links last, once every file is in place. A link whose first name
-	// was not restored (outside the includes) gets the content itself, and the
-	// other names of the inode link to it.
+	if err := restoreLinks(ctx, r, s, target, links, linked, prog, applyOpts, warn, st); err != nil {
+		return st, err
+	}
+	for i := len(dirs) - 1; i >= 0; i-- {
+		if err := fsmeta.Apply(dirs[i].path, dirs[i].node, applyOpts); err != nil {
+			warn(dirs[i].path, err)
+		}
+		st.Dirs++
+	}
+	return st, nil
+}
+
+// restoreLinks makes the hard links, last, once every file is in place. A
+// link whose first name was not restored (outside the includes) gets the
+// content itself, and the other names of the inode link to it.
+func restoreLinks(ctx context.Context, r SnapshotReader, s *Snapshot, target string, links []restoreFile, linked map[string]bool,
+	prog *Progress, applyOpts fsmeta.ApplyOptions, warn func(string, error), st *RestoreStats) error {
 	restored := map[string]string{} // LinkTarget → path restored for that inode
 	for _, l := range links {
 		first, ok := restored[l.node.LinkTarget]
 		if !ok {
 			first = filepath.Join(target, filepath.FromSlash(l.node.LinkTarget))
-			if in, _ := selected(includes, l.node.LinkTarget); !in {
-				n, _, err := t.lookup(ctx, s, l.node.LinkTarget)
+			if !linked[l.node.LinkTarget] {
+				n, _, err := lookupIn(ctx, r, s, l.node.LinkTarget)
 				if err != nil || n == nil || n.Type != tree.File {
-					return st, fmt.Errorf("restore hard link %s: its first name %s is not a file in the snapshot", l.path, l.node.LinkTarget)
+					return fmt.Errorf("restore hard link %s: its first name %s is not a file in the snapshot", l.path, l.node.LinkTarget)
 				}
-				sz, err := t.restoreFile(ctx, l.path, n, prog)
+				sz, err := restoreWhole(ctx, r, l.path, n, prog)
 				if err != nil {
-					return st, err
+					return err
 				}
 				if err := fsmeta.Apply(l.path, n, applyOpts); err != nil {
 					warn(l.path, err)
@@ -299,17 +336,11 @@ func (t *Tenant) restore(ctx context.Context, s *Snapshot, target string, o Rest
 		}
 		_ = os.Remove(l.path)
 		if err := os.Link(first, l.path); err != nil {
-			return st, fmt.Errorf("restore hard link %s: %w", l.path, err)
+			return fmt.Errorf("restore hard link %s: %w", l.path, err)
 		}
 		st.Files++
 	}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := fsmeta.Apply(dirs[i].path, dirs[i].node, applyOpts); err != nil {
-			warn(dirs[i].path, err)
-		}
-		st.Dirs++
-	}
-	return st, nil
+	return nil
 }
 
 // restoreCheckAfter is the entries after which a restore's walk may check
@@ -332,21 +363,21 @@ func batchChunks(ctx context.Context, in <-chan restoreChunk, out chan<- []resto
 	var batch []restoreChunk
 	flush := func() error {
 		slices.SortFunc(batch, func(a, b restoreChunk) int {
-			if c := bytes.Compare(a.loc.Pack[:], b.loc.Pack[:]); c != 0 {
+			if c := bytes.Compare(a.place.Pack[:], b.place.Pack[:]); c != 0 {
 				return c
 			}
-			return cmp.Compare(a.loc.Offset, b.loc.Offset)
+			return cmp.Compare(a.place.Offset, b.place.Offset)
 		})
 		for len(batch) > 0 {
 			n := 1
-			start := batch[0].loc.Offset
-			end := start + batch[0].loc.Length
+			start := batch[0].place.Offset
+			end := start + batch[0].place.Length
 			for n < len(batch) {
 				c := batch[n]
-				if c.loc.Pack != batch[0].loc.Pack || c.loc.Offset > end+restoreGap || c.loc.Offset+c.loc.Length-start > restoreSpan {
+				if c.place.Pack != batch[0].place.Pack || c.place.Offset > end+restoreGap || c.place.Offset+c.place.Length-start > restoreSpan {
 					break
 				}
-				end = max(end, c.loc.Offset+c.loc.Length)
+				end = max(end, c.place.Offset+c.place.Length)
 				n++
 			}
 			select {
@@ -370,41 +401,31 @@ func batchChunks(ctx context.Context, in <-chan restoreChunk, out chan<- []resto
 	return flush()
 }
 
-// restoreGroup reads a group of blobs of one pack with one read, checks each
-// one (authentication and content ID) and hands it to wrote. A blob that
-// fails, or a read that fails, falls back to reading blob by blob, which
-// reconstructs from the other shards.
-func (t *Tenant) restoreGroup(ctx context.Context, grp []restoreChunk, packs *packCache, wrote func(restoreChunk, []byte) error) error {
-	var span []byte
-	var start uint32
-	if len(grp) > 1 {
-		if p, err := packs.get(t, grp[0].loc.Pack); err == nil {
-			start = grp[0].loc.Offset
-			end := start
-			for _, c := range grp {
-				end = max(end, c.loc.Offset+c.loc.Length)
-			}
-			span, _ = t.e.rp().ReadRange(ctx, p, int64(start), int64(end-start), nil)
-		}
+// restoreGroup reads a group of chunks through r and hands each one to
+// wrote.
+func restoreGroup(ctx context.Context, r SnapshotReader, grp []restoreChunk, wrote func(restoreChunk, []byte) error) error {
+	places := make([]BlobPlace, len(grp))
+	for i, c := range grp {
+		places[i] = c.place
 	}
-	for _, c := range grp {
-		var data []byte
-		if span != nil {
-			sealed := span[c.loc.Offset-start : c.loc.Offset-start+c.loc.Length]
-			if b, err := openBlob(&t.keys.data, t.id, DataBlob, c.id, sealed, int(c.loc.RawLength)); err == nil && tree.ID(t.keys.ids.Sum(b)) == c.id {
-				data = b
-			}
+	next := 0
+	var werr error
+	err := r.ReadGroup(ctx, places, func(i int, data []byte) error {
+		if i < 0 || i >= len(grp) {
+			return fmt.Errorf("%w: a reader gave blob %d of a group of %d", ErrDamage, i, len(grp))
 		}
-		if data == nil {
-			b, err := t.readBlobCached(ctx, DataBlob, c.id, c.loc, packs)
-			if err != nil {
-				return fmt.Errorf("%s: %w", c.f.path, err)
-			}
-			data = b
-		}
-		if err := wrote(c, data); err != nil {
+		next = i + 1
+		if err := wrote(grp[i], data); err != nil {
+			werr = err
 			return err
 		}
+		return nil
+	})
+	if werr != nil {
+		return werr
+	}
+	if err != nil {
+		return errNotData(grp[min(next, len(grp)-1)].f.path, err)
 	}
 	return nil
 }
@@ -434,10 +455,9 @@ func (f *openFile) finish(opts fsmeta.ApplyOptions, warn func(string, error)) er
 }
 
 type restoreChunk struct {
-	f   *openFile
-	id  tree.ID
-	loc index.BlobLoc
-	off uint64
+	f     *openFile
+	place BlobPlace
+	off   uint64
 }
 
 // selected reports whether rel is included (in) or is a folder on the way to
@@ -457,27 +477,29 @@ func selected(includes []string, rel string) (in, need bool) {
 	return false, need
 }
 
-// restoreFile writes one file's content, leaving holes unwritten so sparse
-// files stay sparse. It returns the bytes written.
-func (t *Tenant) restoreFile(ctx context.Context, p string, n *tree.Node, prog *Progress) (int64, error) {
+// restoreWhole writes one file's content through r, leaving holes
+// unwritten so sparse files stay sparse. It returns the bytes written.
+func restoreWhole(ctx context.Context, r SnapshotReader, p string, n *tree.Node, prog *Progress) (int64, error) {
 	_ = os.Remove(p) // never write through an existing link
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("create file: %w", err)
 	}
 	var off uint64
-	for _, id := range n.Content {
-		data, err := t.readBlob(ctx, DataBlob, id)
-		if err != nil {
-			f.Close()
-			return 0, fmt.Errorf("%s: %w", p, err)
+	err = readContent(ctx, r, n, func(data []byte) error {
+		if off+uint64(len(data)) > n.Size {
+			return fmt.Errorf("%w: %s: content is more than the %d bytes the snapshot says", ErrDamage, p, n.Size)
 		}
 		if err := writeSparse(f, data, off, n.Holes); err != nil {
-			f.Close()
-			return 0, fmt.Errorf("write %s: %w", p, err)
+			return fmt.Errorf("write %s: %w", p, err)
 		}
 		off += uint64(len(data))
 		prog.Bytes.Add(int64(len(data)))
+		return nil
+	})
+	if err != nil {
+		f.Close()
+		return 0, errNotData(p, err)
 	}
 	if off != n.Size {
 		f.Close()
@@ -552,7 +574,7 @@ func (t *Tenant) List(ctx context.Context, s *Snapshot, dir string, fn func(Entr
 	} else if rootID, err = parseTreeID(s.Tree); err != nil {
 		return err
 	}
-	w := &treeWalker{t: t, s: s, visit: func(r string, c *tree.Node) (bool, error) {
+	w := &treeWalker{r: t.Reader(), s: s, visit: func(r string, c *tree.Node) (bool, error) {
 		return true, fn(entry(r, c))
 	}}
 	return w.walk(ctx, rootID, rel)
@@ -567,34 +589,7 @@ func entry(rel string, n *tree.Node) Entry {
 
 // lookup finds the node at p in the snapshot; for the root it returns nil.
 func (t *Tenant) lookup(ctx context.Context, s *Snapshot, p string) (*tree.Node, string, error) {
-	rel := strings.Trim(path.Clean("/"+p), "/")
-	if rel == "" {
-		return nil, "", nil
-	}
-	tr, err := t.rootTree(ctx, s)
-	if err != nil {
-		return nil, "", err
-	}
-	parts := strings.Split(rel, "/")
-	if len(parts) > MaxTreeDepth {
-		return nil, "", fmt.Errorf("%w: %s has more than %d levels", ErrPathNotFound, shortPath("/"+rel, 200), MaxTreeDepth)
-	}
-	for i, part := range parts {
-		n := tr.Find(part)
-		if n == nil {
-			return nil, "", fmt.Errorf("%w: %s in snapshot %s", ErrPathNotFound, "/"+rel, s.ID[:8])
-		}
-		if i == len(parts)-1 {
-			return n, rel, nil
-		}
-		if n.Type != tree.Dir {
-			return nil, "", fmt.Errorf("%w: %s in snapshot %s", ErrPathNotFound, "/"+rel, s.ID[:8])
-		}
-		if tr, err = t.loadTree(ctx, n.Subtree); err != nil {
-			return nil, "", err
-		}
-	}
-	return nil, "", nil // not reached
+	return lookupIn(ctx, t.Reader(), s, p)
 }
 
 // Dump writes the content of the file at p in snapshot s to w. It is
@@ -636,22 +631,6 @@ func (t *Tenant) dumpNode(ctx context.Context, s *Snapshot, p string) (*tree.Nod
 		return nil, invalidf("%s in snapshot %s is not a file", shortPath(p, 200), s.ID[:8])
 	}
 	return n, nil
-}
-
-// writeContent writes the content of file node n of snapshot s to w (a
-// hard link's is its target's) and returns the bytes written.
-func (t *Tenant) writeContent(ctx context.Context, s *Snapshot, n *tree.Node, w io.Writer) (int64, error) {
-	if n.Type == tree.Hardlink {
-		target, _, err := t.lookup(ctx, s, n.LinkTarget)
-		if err != nil {
-			return 0, err
-		}
-		n = target
-	}
-	if n == nil || n.Type != tree.File {
-		return 0, invalidf("a hard link in snapshot %s does not lead to a file", s.ID[:8])
-	}
-	return t.dumpContent(ctx, n, w)
 }
 
 // dumpContent writes n's content to w and returns the bytes written.

@@ -211,9 +211,6 @@ func TestTreeLimitsWalk(t *testing.T) {
 	start, n = time.Now(), 0
 	err = tn.List(ctx, bad, "/d0/d1", func(Entry) error { n++; return nil })
 	check("ls /d0/d1", n, err, start)
-	start, n = time.Now(), 0
-	err = tn.Export(ctx, bad, nil, func(ExportEntry) error { n++; return nil })
-	check("export", n, err, start)
 	start = time.Now()
 	st, err := tn.Restore(ctx, bad, filepath.Join(t.TempDir(), "r"), RestoreOptions{})
 	n = 0

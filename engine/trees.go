@@ -131,6 +131,24 @@ type shapeTree struct {
 // with the right type (an upload's commit), and refuses with ErrInvalid
 // otherwise. Errors of the limits are the caller's: see treeShape.check.
 func (t *Tenant) treeShape(ctx context.Context, root tree.ID, commit bool) (treeShape, error) {
+	var indexed func(id tree.ID, typ BlobType) (bool, error)
+	if commit {
+		indexed = func(id tree.ID, typ BlobType) (bool, error) {
+			loc, ok, err := t.e.db.Blob(t.id, index.BlobID(id))
+			if err != nil {
+				return false, fmt.Errorf("look up blob %x: %w", id[:8], err)
+			}
+			return ok && BlobType(loc.Type) == typ, nil
+		}
+	}
+	return shapeOf(ctx, t.Reader(), root, indexed)
+}
+
+// shapeOf is treeShape over the trees of r; indexed, if not nil, tells
+// whether a blob is indexed for the tenant with type typ (a commit's
+// check).
+func shapeOf(ctx context.Context, r SnapshotReader, root tree.ID, indexed func(id tree.ID, typ BlobType) (bool, error)) (treeShape, error) {
+	commit := indexed != nil
 	idx := map[tree.ID]int32{root: 0}
 	ids := []tree.ID{root}
 	trees := []shapeTree{{parent: -1}}
@@ -141,15 +159,15 @@ func (t *Tenant) treeShape(ctx context.Context, root tree.ID, commit bool) (tree
 		}
 		id := ids[i]
 		if commit {
-			loc, ok, err := t.e.db.Blob(t.id, index.BlobID(id))
+			ok, err := indexed(id, TreeBlob)
 			if err != nil {
-				return treeShape{}, fmt.Errorf("look up tree %x: %w", id[:8], err)
+				return treeShape{}, err
 			}
-			if !ok || BlobType(loc.Type) != TreeBlob {
-				return treeShape{}, invalidf("the tree of %s was never uploaded; nothing was recorded", t.shapePath(ctx, ids, trees, int32(i), ""))
+			if !ok {
+				return treeShape{}, invalidf("the tree of %s was never uploaded; nothing was recorded", shapePath(ctx, r, ids, trees, int32(i), ""))
 			}
 		}
-		tr, err := t.loadTree(ctx, id)
+		tr, err := r.Tree(ctx, id)
 		if err != nil {
 			return treeShape{}, err
 		}
@@ -161,12 +179,12 @@ func (t *Tenant) treeShape(ctx context.Context, root tree.ID, commit bool) (tree
 			st.leafPath = max(st.leafPath, 1+uint64(len(n.Name)))
 			if commit {
 				for _, c := range n.Content {
-					loc, ok, err := t.e.db.Blob(t.id, index.BlobID(c))
+					ok, err := indexed(c, DataBlob)
 					if err != nil {
-						return treeShape{}, fmt.Errorf("look up blob %x: %w", c[:8], err)
+						return treeShape{}, err
 					}
-					if !ok || BlobType(loc.Type) != DataBlob {
-						return treeShape{}, invalidf("content of %s was never uploaded; nothing was recorded", t.shapePath(ctx, ids, trees, int32(i), n.Name))
+					if !ok {
+						return treeShape{}, invalidf("content of %s was never uploaded; nothing was recorded", shapePath(ctx, r, ids, trees, int32(i), n.Name))
 					}
 				}
 			}
@@ -242,13 +260,13 @@ func (t *Tenant) treeShape(ctx context.Context, root tree.ID, commit bool) (tree
 // first path from the root (each parent read again: this runs once, for
 // the message), followed by name if not empty; it is shortened to its
 // last 200 bytes.
-func (t *Tenant) shapePath(ctx context.Context, ids []tree.ID, trees []shapeTree, i int32, name string) string {
+func shapePath(ctx context.Context, r SnapshotReader, ids []tree.ID, trees []shapeTree, i int32, name string) string {
 	var parts []string
 	if name != "" {
 		parts = append(parts, name)
 	}
 	for p := trees[i].parent; p >= 0; i, p = p, trees[p].parent {
-		tr, err := t.loadTree(ctx, ids[p])
+		tr, err := r.Tree(ctx, ids[p])
 		if err != nil {
 			parts = append(parts, "…")
 			break
@@ -292,7 +310,7 @@ func shortPath(p string, n int) string {
 // its root (treeShape): a DAG over MaxSnapshotNodes entries stops there.
 // Errors of the limits wrap ErrTreeLimit and say so in one sentence.
 type treeWalker struct {
-	t *Tenant
+	r SnapshotReader
 	s *Snapshot
 
 	// visit is called for every entry, with its "/"-separated path from
@@ -397,7 +415,7 @@ func (w *treeWalker) load(ctx context.Context, id tree.ID) (*tree.Tree, error) {
 	if tr, ok := w.cache[id]; ok {
 		return tr, nil
 	}
-	tr, err := w.t.loadTree(ctx, id)
+	tr, err := w.r.Tree(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -433,7 +451,7 @@ func (w *treeWalker) count(ctx context.Context, rootID tree.ID, rel string) erro
 	if w.entries < after || w.entries < walkCheckRatio*uint64(len(w.distinct)) {
 		return nil
 	}
-	sh, err := w.t.treeShape(ctx, rootID, false)
+	sh, err := shapeOf(ctx, w.r, rootID, nil)
 	if err != nil {
 		return err
 	}

@@ -11,8 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,6 +85,7 @@ func Dial(ctx context.Context, addr string, identity ed25519.PrivateKey, serverF
 		MinVersion:   tls.VersionTLS13,
 		MaxVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{alpnProto},
 		// The server's certificate is self-signed: its key is pinned in
 		// VerifyConnection instead of checked against a CA. Go runs
 		// VerifyConnection before the client sends its certificate.
@@ -150,9 +149,13 @@ func Dial(ctx context.Context, addr string, identity ed25519.PrivateKey, serverF
 		c.Close()
 		return nil, fmt.Errorf("%w (server %s)", codeError(hello.Code, hello.Message), addr)
 	}
-	if hello.Kind != kindHello || hello.Version != ProtocolVersion {
+	if hello.Kind != kindHello {
 		c.Close()
 		return nil, fmt.Errorf("%w: unexpected greeting from %s", ErrProtocol, addr)
+	}
+	if hello.Version != ProtocolVersion {
+		c.Close()
+		return nil, fmt.Errorf("%w: the server at %s speaks protocol version %d and this client version %d; install the same coffer version on both", ErrProtocol, addr, hello.Version, ProtocolVersion)
 	}
 	c.SetDeadline(time.Time{})
 	cl.roles = hello.Roles
@@ -327,177 +330,6 @@ func (cl *Client) Dump(ctx context.Context, snapshot, p string, w io.Writer) err
 			return fmt.Errorf("%w: unexpected %q frame", ErrProtocol, r.Kind)
 		}
 	}
-}
-
-// RestoreStats count what Restore wrote.
-type RestoreStats struct {
-	Snapshot           string   `json:"snapshot"`
-	Files, Dirs, Other int64    `json:"-"`
-	Bytes              int64    `json:"bytes"`
-	Warnings           []string `json:"warnings,omitempty"`
-}
-
-// Restore restores the snapshot (only includes, if given) below target,
-// which is created if missing. Files, folders and symbolic links are
-// written with their modes and modification times; hard links are written
-// as copies and other types are skipped with a warning. Every path from the
-// server is checked to stay below target.
-func (cl *Client) Restore(ctx context.Context, snapshot, target string, includes []string) (*RestoreStats, error) {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	if err := os.MkdirAll(target, 0o700); err != nil {
-		return nil, fmt.Errorf("create target: %w", err)
-	}
-	root, err := filepath.Abs(target)
-	if err != nil {
-		return nil, err
-	}
-	if err := cl.send(ctx, request{Op: opRestore, Snapshot: snapshot, Includes: includes}); err != nil {
-		return nil, err
-	}
-	st := &RestoreStats{}
-	type dirTime struct {
-		path string
-		en   engine.Entry
-	}
-	var dirs []dirTime
-	fail := func(err error) (*RestoreStats, error) {
-		cl.c.Close()
-		return st, err
-	}
-	var r response
-	if _, err := cl.next(&r); err != nil {
-		return nil, err
-	}
-	if r.Kind != kindHello || r.Snapshot == nil {
-		return fail(fmt.Errorf("%w: unexpected %q frame", ErrProtocol, r.Kind))
-	}
-	st.Snapshot = r.Snapshot.ID
-	for {
-		body, err := cl.next(&r)
-		_ = body
-		if err != nil {
-			return st, err
-		}
-		if r.Kind == kindEnd {
-			break
-		}
-		if r.Kind != kindEntry || r.Entry == nil {
-			return fail(fmt.Errorf("%w: unexpected %q frame", ErrProtocol, r.Kind))
-		}
-		en := *r.Entry
-		dst, err := safeJoin(root, en.Path)
-		if err != nil {
-			return fail(err)
-		}
-		switch en.Type {
-		case "dir":
-			if err := os.MkdirAll(dst, 0o700); err != nil {
-				return fail(err)
-			}
-			dirs = append(dirs, dirTime{dst, en})
-			st.Dirs++
-		case "file", "hardlink":
-			n, err := cl.receiveFile(dst, en)
-			st.Bytes += n
-			if err != nil {
-				return fail(err)
-			}
-			st.Files++
-		case "symlink":
-			os.Remove(dst)
-			if err := os.Symlink(en.Target, dst); err != nil {
-				st.Warnings = append(st.Warnings, fmt.Sprintf("%s: %v", en.Path, err))
-			}
-			st.Other++
-		default:
-			st.Warnings = append(st.Warnings, fmt.Sprintf("%s: %s not restored remotely", en.Path, en.Type))
-			st.Other++
-		}
-	}
-	// Folder metadata last, deepest first, so their times stick.
-	for i := len(dirs) - 1; i >= 0; i-- {
-		d := dirs[i]
-		if err := os.Chmod(d.path, os.FileMode(d.en.Mode&0o7777)); err != nil {
-			st.Warnings = append(st.Warnings, fmt.Sprintf("%s: %v", d.en.Path, err))
-		}
-		if err := os.Chtimes(d.path, d.en.MTime, d.en.MTime); err != nil {
-			st.Warnings = append(st.Warnings, fmt.Sprintf("%s: %v", d.en.Path, err))
-		}
-	}
-	return st, nil
-}
-
-// receiveFile writes the "data" frames up to "eof" into dst.
-func (cl *Client) receiveFile(dst string, en engine.Entry) (int64, error) {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return 0, err
-	}
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for {
-		var r response
-		body, err := cl.next(&r)
-		if err != nil {
-			f.Close()
-			return n, err
-		}
-		if r.Kind == kindEOF {
-			break
-		}
-		if r.Kind != kindData {
-			f.Close()
-			return n, fmt.Errorf("%w: unexpected %q frame in a file", ErrProtocol, r.Kind)
-		}
-		if _, err := f.Write(body); err != nil {
-			f.Close()
-			return n, err
-		}
-		n += int64(len(body))
-	}
-	if err := f.Close(); err != nil {
-		return n, err
-	}
-	if err := os.Chmod(dst, os.FileMode(en.Mode&0o7777)); err != nil {
-		return n, err
-	}
-	return n, os.Chtimes(dst, en.MTime, en.MTime)
-}
-
-// safeJoin joins a snapshot path below root and refuses any path that
-// would leave it.
-func safeJoin(root, p string) (string, error) {
-	rel := strings.TrimPrefix(p, "/")
-	if rel == "" || strings.Contains(rel, "\x00") {
-		return "", fmt.Errorf("%w: server sent the path %q", ErrProtocol, p)
-	}
-	for _, part := range strings.Split(rel, "/") {
-		if part == "" || part == "." || part == ".." {
-			return "", fmt.Errorf("%w: server sent the path %q", ErrProtocol, p)
-		}
-	}
-	dst := filepath.Join(root, filepath.FromSlash(rel))
-	// A symbolic link restored earlier must not lead a later path out of
-	// root: every folder on the way must be a real folder (or not exist yet).
-	cur := root
-	parts := strings.Split(rel, "/")
-	for _, part := range parts[:len(parts)-1] {
-		cur = filepath.Join(cur, part)
-		fi, err := os.Lstat(cur)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				break
-			}
-			return "", err
-		}
-		if !fi.IsDir() {
-			return "", fmt.Errorf("%w: %q goes through %s, which is not a folder", ErrProtocol, p, cur)
-		}
-	}
-	return dst, nil
 }
 
 // Forget removes snapshots of the key's tenant on the server, as

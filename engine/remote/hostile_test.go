@@ -69,7 +69,7 @@ func rawTLSErr(addr string, pub ed25519.PublicKey, signer crypto.Signer) (string
 	}
 	defer raw.Close()
 	c := tls.Client(raw, &tls.Config{
-		MinVersion: tls.VersionTLS13, InsecureSkipVerify: true,
+		MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, NextProtos: []string{alpnProto},
 		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: signer}},
 	})
 	c.SetDeadline(time.Now().Add(5 * time.Second))

@@ -18,8 +18,10 @@ import (
 	"fmt"
 	"io"
 
+	"coffer/chunk"
 	"coffer/engine"
 	"coffer/engine/policy"
+	"coffer/engine/tree"
 )
 
 // Frame format (all integers big-endian):
@@ -32,17 +34,27 @@ import (
 const (
 	MaxHeader = 64 << 10
 	MaxBody   = 1 << 20
-	// ProtocolVersion is sent in the server's hello.
-	ProtocolVersion = 1
+	// ProtocolVersion is sent in the server's hello; a client offers it in
+	// the TLS handshake as the ALPN protocol "coffer/2" (alpnProto). Version
+	// 2 restores with the one restore pipeline of the engine on the client
+	// (restore, tree, locate, blobs); version 1 sent a lossy entry list.
+	ProtocolVersion = 2
 )
+
+// alpnProto is the ALPN protocol a client of this version offers. A client
+// that offers none is of protocol version 1: the server answers it with one
+// sentence instead of the hello.
+var alpnProto = fmt.Sprintf("coffer/%d", ProtocolVersion)
 
 // Operations.
 const (
 	opSnapshots = "snapshots" // → one "snapshots" frame, then "end"
 	opLs        = "ls"        // snapshot, path → "entry" frames, then "end"
 	opDump      = "dump"      // snapshot, path → "data" frames, then "end"
-	opRestore   = "restore"   // snapshot, includes → per node an "entry" frame; a file's entry is followed by its "data" frames and an "eof" frame; then "end"
+	opRestore   = "restore"   // snapshot → "params" (snapshot, content-ID key), then "end"; audited as the start of a restore
 	opTree      = "tree"      // id → "data" frames with the tree blob's plaintext, then "end"
+	opLocate    = "locate"    // restore/admin; body: n × 32-byte data blob IDs (n ≤ engine.MaxReadGroup) → "places" (body: n × placeLen bytes, see appendPlaces), then "end"
+	opBlobs     = "blobs"     // restore/admin; body: n × 32-byte data blob IDs (n ≤ engine.MaxReadGroup, plaintext ≤ engine.MaxReadGroupBytes) → per blob its plaintext as "data" frames and an "eof" frame, then "end"
 	opBegin     = "backup"    // → "params" (chunker polynomial, ID key), then "end"; starts the connection's ingest session
 	opHave      = "have"      // body: n × 32-byte IDs → "have" (body: n-bit bitmap, bit i = ID i known, LSB first), then "end"
 	opPut       = "put"       // frames: N, followed by N "data" frames of a padded payload (see putPayload) → "end"
@@ -71,6 +83,7 @@ const (
 	kindError     = "error"
 	kindParams    = "params"
 	kindHave      = "have"
+	kindPlaces    = "places"
 )
 
 // Error codes in an "error" frame.
@@ -152,6 +165,54 @@ type response struct {
 	Message   string             `json:"message,omitempty"`
 	Pol       uint64             `json:"pol,omitempty"`    // params: chunker polynomial
 	IDKey     []byte             `json:"id_key,omitempty"` // params: content-ID key (32 bytes)
+}
+
+// Places of a locate answer (all integers big-endian), one per ID asked,
+// in order:
+//
+//	[16]byte pack ID | u32 offset | u32 sealed length | u32 plaintext length
+const placeLen = 16 + 4 + 4 + 4
+
+func appendPlaces(buf []byte, places []engine.BlobPlace) []byte {
+	for _, p := range places {
+		buf = append(buf, p.Pack[:]...)
+		buf = binary.BigEndian.AppendUint32(buf, p.Offset)
+		buf = binary.BigEndian.AppendUint32(buf, p.Length)
+		buf = binary.BigEndian.AppendUint32(buf, p.Size)
+	}
+	return buf
+}
+
+// parsePlaces decodes the places of ids from a locate answer's body.
+func parsePlaces(b []byte, ids []tree.ID) ([]engine.BlobPlace, error) {
+	if len(b) != len(ids)*placeLen {
+		return nil, fmt.Errorf("%w: %d bytes of places for %d blobs", ErrProtocol, len(b), len(ids))
+	}
+	out := make([]engine.BlobPlace, len(ids))
+	for i := range out {
+		e := b[i*placeLen:]
+		out[i].ID = ids[i]
+		copy(out[i].Pack[:], e[:16])
+		out[i].Offset = binary.BigEndian.Uint32(e[16:20])
+		out[i].Length = binary.BigEndian.Uint32(e[20:24])
+		out[i].Size = binary.BigEndian.Uint32(e[24:28])
+		if out[i].Size > chunk.MaxSize {
+			return nil, fmt.Errorf("%w: a blob of %d bytes, more than a chunk", ErrProtocol, out[i].Size)
+		}
+	}
+	return out, nil
+}
+
+// parseIDs decodes a body of 32-byte IDs, 1 to max of them.
+func parseIDs(body []byte, max int) ([]tree.ID, bool) {
+	if len(body) == 0 || len(body)%32 != 0 || len(body)/32 > max {
+		return nil, false
+	}
+	ids := make([]tree.ID, len(body)/32)
+	for i := range ids {
+		copy(ids[i][:], body[i*32:])
+	}
+	return ids, true
 }
 
 // padClass is the padded size of a put payload of n bytes: the next power

@@ -180,6 +180,9 @@ func (s *Server) tlsConfig() *tls.Config {
 		// registered key differently from one over an unknown key, and
 		// anyone holding a public key could learn whether it is a customer's.
 		ClientAuth: tls.RequireAnyClientCert,
+		// A client offers its protocol version as ALPN; one of version 1
+		// offers none (and is told so after admission, serve).
+		NextProtos: []string{alpnProto},
 		// No resumption: every connection shows its key again, so a removed
 		// key cannot come back on an old ticket.
 		SessionTicketsDisabled: true,
@@ -310,6 +313,10 @@ func (sc *serverConn) cut() {
 	sc.c.NetConn().Close()
 }
 
+// oldClient is the answer to a client of an older protocol version.
+var oldClient = response{Kind: kindError, Code: codeProtocol,
+	Message: fmt.Sprintf("this server speaks protocol version %d, which this client does not; install the server's coffer version on the client", ProtocolVersion)}
+
 // refusedKey is the one answer to an unknown key, a removed key and a
 // locked tenant.
 var refusedKey = response{Kind: kindError, Code: codeRefused, Message: "the server refused this key"}
@@ -415,6 +422,16 @@ func (sc *serverConn) serve() {
 		return
 	}
 	sc.gate.leave(sc.pend)
+	if sc.c.ConnectionState().NegotiatedProtocol != alpnProto {
+		// A client of protocol version 1 checks the hello's version and
+		// would only say "unexpected greeting": it shows an error frame's
+		// message instead.
+		log("conn.refused", "remote", remote, "fingerprint", fp, "reason", "version")
+		if writeFrame(w, oldClient, nil) == nil {
+			bw.Flush()
+		}
+		return
+	}
 	sc.c.SetDeadline(time.Time{})
 	// From the hello on, a cut tells an idle client why; the hello goes
 	// out under sc.mu so that a cut's refusal follows it.
@@ -532,6 +549,8 @@ var roleFor = map[string][]string{
 	opLs:        {engine.RoleBackup, engine.RoleRestore, engine.RoleAdmin},
 	opDump:      {engine.RoleRestore, engine.RoleAdmin},
 	opRestore:   {engine.RoleRestore, engine.RoleAdmin},
+	opLocate:    {engine.RoleRestore, engine.RoleAdmin},
+	opBlobs:     {engine.RoleRestore, engine.RoleAdmin},
 	// Trees hold names, metadata and content IDs, never contents: a backup
 	// key reads its parent snapshot's trees for an incremental backup.
 	opTree:   {engine.RoleBackup, engine.RoleRestore, engine.RoleAdmin},
@@ -633,33 +652,8 @@ func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *requ
 			return errOut(err)
 		}
 		return end()
-	case opRestore:
-		s, err := t.FindSnapshot(ctx, req.Snapshot)
-		if err != nil {
-			return errOut(err)
-		}
-		if err := writeFrame(w, response{Kind: kindHello, Snapshot: s}, nil); err != nil {
-			return codeInternal
-		}
-		err = t.Export(ctx, s, req.Includes, func(ee engine.ExportEntry) error {
-			en := ee.Entry
-			if err := writeFrame(w, response{Kind: kindEntry, Entry: &en}, nil); err != nil {
-				return err
-			}
-			if ee.Content == nil {
-				return nil
-			}
-			if err := ee.Content(frameWriter{w: w}); err != nil {
-				return err
-			}
-			return writeFrame(w, response{Kind: kindEOF}, nil)
-		})
-		if err != nil {
-			// The stream may be mid-file: an error frame ends it and the
-			// client treats the restore as failed.
-			return errOut(err)
-		}
-		return end()
+	case opRestore, opLocate, opBlobs:
+		return sc.handleRestore(ctx, w, t, req, body, fail, errOut, end)
 	case opForget, opPrune:
 		return sc.handleAdmin(ctx, w, t, req, body, fail, errOut, end)
 	case opTree, opBegin, opHave, opPut, opCommit:
@@ -788,6 +782,77 @@ func (sc *serverConn) handleIngest(ctx context.Context, w *deadlineWriter, t *en
 		return end()
 	}
 	return fail(codeInvalid, "unknown operation")
+}
+
+// handleRestore answers the requests of a remote restore (docs/design.md
+// chapter 15, "Restore over the wire"): the client runs the engine's
+// restore pipeline (engine.RestoreFrom) and reads trees (opTree) and data
+// blobs (locate, blobs) by ID. Every blob asked for is looked up in the
+// key's tenant's index as a data blob; one that is not (another tenant's,
+// a tree, or none) gets the one answer no_blob, and nothing is read.
+func (sc *serverConn) handleRestore(ctx context.Context, w *deadlineWriter, t *engine.Tenant, req *request, body []byte,
+	fail func(code, msg string) string, errOut func(error) string, end func() string) string {
+	if req.Op == opRestore {
+		if len(body) > 0 {
+			return fail(codeProtocol, "unexpected request body")
+		}
+		s, err := t.FindSnapshot(ctx, req.Snapshot)
+		if err != nil {
+			return errOut(err)
+		}
+		if err := t.RemoteRestore(ctx, s); err != nil {
+			return errOut(err)
+		}
+		// The content-ID key lets the client check every blob it gets; it
+		// names blobs but opens none (the data and metadata keys stay here).
+		p := t.IngestParams()
+		if err := writeFrame(w, response{Kind: kindParams, Snapshot: s, IDKey: p.IDKey[:]}, nil); err != nil {
+			return codeInternal
+		}
+		return end()
+	}
+	ids, ok := parseIDs(body, engine.MaxReadGroup)
+	if !ok {
+		return fail(codeInvalid, fmt.Sprintf("%s takes a body of 1 to %d 32-byte IDs", req.Op, engine.MaxReadGroup))
+	}
+	r := t.Reader()
+	places, err := r.Locate(ctx, ids)
+	if err != nil {
+		if errors.Is(err, engine.ErrBlobNotFound) {
+			return fail(codeNoBlob, "no such blob")
+		}
+		return errOut(err)
+	}
+	if req.Op == opLocate {
+		if err := writeFrame(w, response{Kind: kindPlaces}, appendPlaces(nil, places)); err != nil {
+			return codeInternal
+		}
+		return end()
+	}
+	var total int64
+	for _, p := range places {
+		total += int64(p.Size)
+	}
+	if total > engine.MaxReadGroupBytes {
+		return fail(codeInvalid, fmt.Sprintf("blobs reads at most %d bytes at once", engine.MaxReadGroupBytes))
+	}
+	started := false
+	err = r.ReadGroup(ctx, places, func(_ int, data []byte) error {
+		started = true
+		if _, err := (frameWriter{w: w}).Write(data); err != nil {
+			return err
+		}
+		return writeFrame(w, response{Kind: kindEOF}, nil)
+	})
+	if err != nil {
+		if started {
+			// Mid-stream: an error frame ends it; the client's restore fails.
+			errOut(err)
+			return codeInternal
+		}
+		return errOut(err)
+	}
+	return end()
 }
 
 // handleAdmin answers forget and prune (admin keys only, checked by the

@@ -60,7 +60,7 @@ const (
 // the ID is masked) and in timing (within noise) to probes with random IDs,
 // for every request that takes an ID: ls, dump, restore and forget (dry
 // run) of a snapshot reference (the full ID; for ls and restore also an
-// 8-digit prefix), tree, have (one ID, and 64 at once), a put of a tree
+// 8-digit prefix), tree, locate and blobs (restore's data blobs), have (one ID, and 64 at once), a put of a tree
 // that references the ID, and a commit naming the ID as root tree or as
 // parent. Probes alternate real/random and random/real on
 // the same connection, so drift of the machine's load hits both sides
@@ -213,6 +213,20 @@ func TestRemoteTimingIsolation(t *testing.T) {
 				id = pickID(bobBlobs, i) // trees and data blobs
 			}
 			return probeRoundTrip(t, cl, request{Op: opTree, ID: hex.EncodeToString(id[:])}, nil, nil)
+		}},
+		{"locate", nil, 0, 0, func(cl *Client, real bool, i int) (string, time.Duration) {
+			id := randID()
+			if real {
+				id = pickID(bobBlobs, i) // trees and data blobs
+			}
+			return probeRoundTrip(t, cl, request{Op: opLocate}, id[:], nil)
+		}},
+		{"blobs", nil, 0, 0, func(cl *Client, real bool, i int) (string, time.Duration) {
+			id := randID()
+			if real {
+				id = pickID(bobData, i)
+			}
+			return probeRoundTrip(t, cl, request{Op: opBlobs}, id[:], nil)
 		}},
 		{"have-1", openIngest, 0, 0, func(_ *Client, real bool, i int) (string, time.Duration) {
 			id := randID()

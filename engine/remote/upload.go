@@ -233,30 +233,7 @@ func (cl *Client) expectEnd() error {
 func (u *uploader) LoadTree(ctx context.Context, id tree.ID) *tree.Tree {
 	u.connMu.Lock()
 	defer u.connMu.Unlock()
-	cl := u.cl
-	if err := cl.send(ctx, request{Op: opTree, ID: fmt.Sprintf("%x", id[:])}); err != nil {
-		return nil
-	}
-	var data []byte
-	for {
-		var r response
-		body, err := cl.next(&r)
-		if err != nil {
-			return nil
-		}
-		if r.Kind == kindEnd {
-			break
-		}
-		if r.Kind != kindData || len(data)+len(body) > 64<<20 {
-			cl.c.Close()
-			return nil
-		}
-		data = append(data, body...)
-	}
-	if tree.ID(u.hasher.Sum(data)) != id {
-		return nil
-	}
-	t, err := tree.Decode(data)
+	t, err := u.cl.fetchTree(ctx, u.hasher, id)
 	if err != nil {
 		return nil
 	}
