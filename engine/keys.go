@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -20,6 +19,7 @@ import (
 	"golang.org/x/crypto/hkdf"
 
 	"coffer/chunk"
+	"coffer/internal/durable"
 )
 
 // KeySize is the size of the master key and of every tenant key.
@@ -211,50 +211,6 @@ func readKeyFile(path string) (keyFile, error) {
 	return kf, nil
 }
 
-// writeFileDurable writes data to path atomically (temporary name in the same
-// folder, fsync, rename, fsync of the folder) with the given mode.
-func writeFileDurable(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(mode); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // tenantKeys are the subkeys of one tenant key. The raw tenant key itself is
 // not kept once these are derived.
 type tenantKeys struct {
@@ -353,3 +309,12 @@ func randomBytes(b []byte) {
 		panic(fmt.Sprintf("engine: system random source failed: %v", err))
 	}
 }
+
+// writeFileDurable writes data to path atomically and durably with mode
+// (internal/durable).
+func writeFileDurable(path string, data []byte, mode os.FileMode) error {
+	return durable.WriteFile(path, data, mode)
+}
+
+// syncDir makes the entries of folder dir durable.
+func syncDir(dir string) error { return durable.SyncDir(dir) }

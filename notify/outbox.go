@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"coffer/internal/durable"
 )
 
 // The outbox (docs/design.md, chapter 16): a folder of the repository,
@@ -496,46 +498,8 @@ func oneLine(s string) string {
 	return s
 }
 
-// writeFileDurable writes path atomically and durably: a temporary file in
-// the same folder, fsync, rename, fsync of the folder. Mode 0600.
-func writeFileDurable(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	return syncDir(dir)
-}
+// writeFileDurable writes path atomically and durably, mode 0600
+// (internal/durable).
+func writeFileDurable(path string, data []byte) error { return durable.WriteFile(path, data, 0o600) }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func syncDir(dir string) error { return durable.SyncDir(dir) }

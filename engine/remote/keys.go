@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"coffer/engine"
+	"coffer/internal/durable"
 )
 
 // ErrBadKey: a key file is not an ed25519 key in a supported format.
@@ -167,28 +168,6 @@ func WriteKeyPair(path string, priv ed25519.PrivateKey, comment string) error {
 	return nil
 }
 
-// writeNew creates path exclusively with mode, writes data and syncs.
-func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%s already exists; choose another name or remove it", path)
-		}
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	return f.Close()
-}
-
 // LoadOrCreateServerKey reads the server key REPODIR/server.key, creating it
 // (mode 0600) if it does not exist. A key file with wider permissions is
 // refused.
@@ -264,3 +243,13 @@ func peerKey(cs tls.ConnectionState) (ed25519.PublicKey, bool) {
 // NormalizeFingerprint trims spaces; fingerprints compare exactly otherwise
 // (base64 is case-sensitive).
 func NormalizeFingerprint(fp string) string { return strings.TrimSpace(fp) }
+
+// writeNew creates path with mode and data, whole or not at all; an
+// existing file is never replaced.
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	err := durable.CreateNew(path, data, mode)
+	if errors.Is(err, durable.ErrExists) {
+		return fmt.Errorf("%s already exists; choose another name or remove it", path)
+	}
+	return err
+}
