@@ -8,7 +8,6 @@ package engine
 // records to read their times and sizes.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -25,6 +24,7 @@ import (
 	"time"
 
 	"coffer/index"
+	"coffer/internal/mailmsg"
 )
 
 // ReportFlag is the exact text that marks a tenant with no successful backup
@@ -425,35 +425,15 @@ func (r *Report) message(tr *TenantReport, from *mail.Address, msgID string) []b
 	if from.Name != "" {
 		fromHdr = from.String()
 	}
-	body := r.tenantBody(tr)
-	var b bytes.Buffer
-	hdr := func(k, v string) { fmt.Fprintf(&b, "%s: %s\r\n", k, v) }
-	hdr("From", fromHdr)
+	hs := [][2]string{{"From", fromHdr}}
 	if to := recipient(tr.Contact); to != "" {
-		hdr("To", to)
+		hs = append(hs, [2]string{"To", to})
 	}
-	hdr("Subject", mime.QEncoding.Encode("utf-8", r.Subject(tr)))
-	hdr("Date", r.At.Format(time.RFC1123Z))
-	hdr("Message-ID", msgID)
-	hdr("MIME-Version", "1.0")
-	hdr("Content-Type", "text/plain; charset=utf-8")
-	cte := "7bit"
-	for i := 0; i < len(body); i++ {
-		if body[i] >= 0x80 {
-			cte = "8bit"
-			break
-		}
-	}
-	hdr("Content-Transfer-Encoding", cte)
-	b.WriteString("\r\n")
-	for _, line := range strings.SplitAfter(body, "\n") {
-		if line == "" {
-			continue
-		}
-		b.WriteString(strings.TrimSuffix(line, "\n"))
-		b.WriteString("\r\n")
-	}
-	return b.Bytes()
+	hs = append(hs,
+		[2]string{"Subject", mime.QEncoding.Encode("utf-8", r.Subject(tr))},
+		[2]string{"Date", r.At.Format(time.RFC1123Z)},
+		[2]string{"Message-ID", msgID})
+	return mailmsg.Render(hs, r.tenantBody(tr))
 }
 
 // tenantBody is the plain-text body of a tenant's message (LF line endings).

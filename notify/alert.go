@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"mime"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"coffer/engine"
+	"coffer/internal/mailmsg"
 )
 
 // Alert is the JSON body of a webhook (docs/design.md, chapter 16). It
@@ -153,32 +153,13 @@ func alertMail(msgID, repository, from, to string, ev engine.Event) []byte {
 // from and to are bare addresses (checked by the caller); the subject is
 // Q-encoded when it is not ASCII.
 func renderMail(from, to, subject string, date time.Time, msgID, body string) []byte {
-	var b bytes.Buffer
-	hdr := func(k, v string) { fmt.Fprintf(&b, "%s: %s\r\n", k, v) }
-	hdr("From", from)
-	hdr("To", to)
-	hdr("Subject", mime.QEncoding.Encode("utf-8", oneLine(subject)))
-	hdr("Date", date.UTC().Format(time.RFC1123Z))
-	hdr("Message-ID", msgID)
-	hdr("MIME-Version", "1.0")
-	hdr("Content-Type", "text/plain; charset=utf-8")
-	cte := "7bit"
-	for i := 0; i < len(body); i++ {
-		if body[i] >= 0x80 {
-			cte = "8bit"
-			break
-		}
-	}
-	hdr("Content-Transfer-Encoding", cte)
-	b.WriteString("\r\n")
-	for _, l := range strings.SplitAfter(body, "\n") {
-		if l == "" {
-			continue
-		}
-		b.WriteString(strings.TrimSuffix(l, "\n"))
-		b.WriteString("\r\n")
-	}
-	return b.Bytes()
+	return mailmsg.Render([][2]string{
+		{"From", from},
+		{"To", to},
+		{"Subject", mime.QEncoding.Encode("utf-8", oneLine(subject))},
+		{"Date", date.UTC().Format(time.RFC1123Z)},
+		{"Message-ID", msgID},
+	}, body)
 }
 
 // headerID is the Message-ID header value of message ID id from sender
