@@ -368,26 +368,7 @@ func emptyTree(t *testing.T, w *uploader) string {
 // ID, or the first put's error.
 func chainUpload(t *testing.T, w *uploader, depth int, name func(int) string) (string, error) {
 	t.Helper()
-	enc, _ := (&tree.Tree{}).Encode()
-	below := w.hasher.Sum(enc)
-	batch := []putBlob{{typ: engine.TreeBlob, id: below, data: enc}}
-	size := len(enc)
-	for l := depth - 1; l >= 0; l-- {
-		enc, err := (&tree.Tree{Nodes: []tree.Node{{Name: name(l), Type: tree.Dir, Mode: 0o755, Subtree: tree.ID(below)}}}).Encode()
-		if err != nil {
-			t.Fatal(err)
-		}
-		below = w.hasher.Sum(enc)
-		batch = append(batch, putBlob{typ: engine.TreeBlob, id: below, data: enc})
-		size += len(enc)
-		if size > 4<<20 || l == 0 {
-			if err := w.put(context.Background(), batch); err != nil {
-				return "", err
-			}
-			batch, size = nil, 0
-		}
-	}
-	return below.String(), nil
+	return soakChain(w, depth, name)
 }
 
 // TestRemoteHostileTrees: a backup key's hostile trees are refused and the
