@@ -22,10 +22,36 @@ import (
 type BackupOptions struct {
 	Host     string    // recorded host name; "" = this machine's
 	Tags     []string  // recorded tags
-	Excludes []string  // glob patterns: without "/" matched against base names, with "/" against absolute paths
+	Excludes []string  // exclude patterns (walk.Match): "*.tmp", "adduser/examples", "/home/*/.cache"
 	Time     time.Time // snapshot time; zero = now
+
+	IExcludes         []string // exclude patterns matched without regard to case
+	ExcludeIfPresent  []string // leave out folders holding an entry of one of these names
+	ExcludeLargerThan int64    // leave out regular files larger than this, when above 0
+
 	NoParent bool      // read every file even if a parent snapshot says it is unchanged
 	Progress *Progress // updated while the backup runs; may be nil
+}
+
+// Rules returns the walk options that carry o's exclude rules; the caller
+// adds the rest.
+func (o *BackupOptions) Rules() walk.Options {
+	return walk.Options{
+		Excludes:          o.Excludes,
+		IExcludes:         o.IExcludes,
+		ExcludeIfPresent:  o.ExcludeIfPresent,
+		ExcludeLargerThan: o.ExcludeLargerThan,
+	}
+}
+
+// Sources checks paths and o's exclude patterns (walk.Sources).
+func (o *BackupOptions) Sources(paths []string) ([]string, error) {
+	pats := append(append([]string(nil), o.Excludes...), o.IExcludes...)
+	abs, err := walk.Sources(paths, pats)
+	if err != nil {
+		return nil, walkError(err)
+	}
+	return abs, nil
 }
 
 // Progress counters of a running backup or restore, updated atomically. A
@@ -93,9 +119,9 @@ func walkError(err error) error {
 // not be read, the snapshot is still recorded without them and the error
 // wraps ErrPartialBackup (the CLI exits 3).
 func (t *Tenant) Backup(ctx context.Context, paths []string, o BackupOptions) (*Snapshot, error) {
-	abs, err := walk.Sources(paths, o.Excludes)
+	abs, err := o.Sources(paths)
 	if err != nil {
-		return nil, walkError(err)
+		return nil, err
 	}
 	return t.runBackup(ctx, abs, o, func(ctx context.Context, b *backup, wo walk.Options) (*walk.Result, error) {
 		return walk.Walk(ctx, abs, b, wo)
@@ -155,7 +181,8 @@ func (t *Tenant) runBackup(ctx context.Context, paths []string, o BackupOptions,
 	if err != nil {
 		return nil, err
 	}
-	wo := walk.Options{Excludes: o.Excludes, Parent: parentTree, Progress: o.Progress, Workers: workers}
+	wo := o.Rules()
+	wo.Parent, wo.Progress, wo.Workers = parentTree, o.Progress, workers
 	if parent != nil {
 		wo.ParentStart = parent.Stats.Start.UnixNano()
 	}

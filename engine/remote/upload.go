@@ -45,9 +45,9 @@ const maxKnown = 1 << 20
 // with the snapshot returned. The connection is held for the whole backup;
 // ctx ending closes it.
 func (cl *Client) Backup(ctx context.Context, paths []string, o BackupOptions) (*engine.Snapshot, error) {
-	abs, err := walk.Sources(paths, o.Excludes)
+	abs, err := o.Sources(paths)
 	if err != nil {
-		return nil, walkError(err)
+		return nil, err
 	}
 	return cl.backup(ctx, abs, o, func(ctx context.Context, u *uploader, wo walk.Options) (*walk.Result, error) {
 		return walk.Walk(ctx, abs, u, wo)
@@ -98,7 +98,8 @@ func (cl *Client) backup(ctx context.Context, paths []string, o BackupOptions,
 	if err := u.begin(ctx); err != nil {
 		return nil, ctxErr(ctx, err)
 	}
-	wo := walk.Options{Excludes: o.Excludes, Progress: o.Progress}
+	wo := o.Rules()
+	wo.Progress = o.Progress
 	if parent != nil {
 		if id, err := parseID(parent.Tree); err == nil {
 			wo.Parent = u.LoadTree(ctx, id)

@@ -50,12 +50,23 @@ func Sources(paths, excludes []string) ([]string, error) {
 		}
 		abs = append(abs, a)
 	}
-	for _, pat := range excludes {
-		if _, err := filepath.Match(pat, ""); err != nil {
-			return nil, invalidf("exclude pattern %q: %v", pat, err)
-		}
+	if err := CheckPatterns(excludes); err != nil {
+		return nil, err
 	}
 	return dropNested(abs), nil
+}
+
+// CheckPatterns checks exclude patterns (see Match): each part must be a
+// well-formed filepath.Match pattern.
+func CheckPatterns(patterns []string) error {
+	for _, pat := range patterns {
+		for _, part := range splitPath(pat) {
+			if _, err := filepath.Match(part, ""); err != nil {
+				return invalidf("exclude pattern %q: %v", pat, err)
+			}
+		}
+	}
+	return nil
 }
 
 // CheckStreamName checks the name a stream (standard input) is backed up
@@ -122,21 +133,103 @@ func (d *vdir) names() []string {
 	return names
 }
 
-// excluded reports whether the absolute path abs matches an exclude
-// pattern: one without "/" is matched against the base name, one with "/"
-// against the whole path (filepath.Match syntax).
-func excluded(patterns []string, abs string) bool {
-	base := filepath.Base(abs)
-	for _, pat := range patterns {
-		if strings.Contains(pat, "/") {
-			if ok, _ := filepath.Match(pat, abs); ok {
-				return true
-			}
-		} else if ok, _ := filepath.Match(pat, base); ok {
+// excluded reports whether the absolute path abs matches one of the walk's
+// exclude patterns.
+func (w *walker) excluded(abs string) bool {
+	return excluded(w.o.Excludes, abs, false) || excluded(w.o.IExcludes, abs, true)
+}
+
+// hasMarker reports whether the folder dir holds an entry named in
+// ExcludeIfPresent.
+func (w *walker) hasMarker(dir string) bool {
+	for _, name := range w.o.ExcludeIfPresent {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
 			return true
 		}
 	}
 	return false
+}
+
+// tooLarge reports whether a regular file of size bytes is left out by
+// ExcludeLargerThan.
+func (w *walker) tooLarge(size int64) bool {
+	return w.o.ExcludeLargerThan > 0 && size > w.o.ExcludeLargerThan
+}
+
+// excluded reports whether the absolute path abs matches an exclude
+// pattern (see Match); fold is for --iexclude patterns, matched without
+// regard to case.
+func excluded(patterns []string, abs string, fold bool) bool {
+	for _, pat := range patterns {
+		if Match(pat, abs, fold) {
+			return true
+		}
+	}
+	return false
+}
+
+// Match reports whether the absolute path abs matches an exclude pattern,
+// as restic's do. A pattern is split at "/" into parts matched one by one
+// against the path's names (filepath.Match syntax in each part), and a
+// part "**" matches any number of names. A pattern starting with "/" is
+// anchored: it must match the whole path. Any other pattern matches the
+// last names of the path: "*.tmp" any file or folder so named,
+// "adduser/examples" the folder examples in a folder adduser anywhere, and
+// "/home/*/.cache" only those under /home. A trailing "/" is ignored. An
+// excluded folder leaves out everything below it. With fold, case is
+// ignored (--iexclude).
+func Match(pat, abs string, fold bool) bool {
+	if fold {
+		pat, abs = strings.ToLower(pat), strings.ToLower(abs)
+	}
+	anchored := strings.HasPrefix(pat, "/")
+	pp := splitPath(pat)
+	ap := splitPath(abs)
+	if len(pp) == 0 {
+		return false
+	}
+	if !anchored {
+		pp = append([]string{"**"}, pp...)
+	}
+	return matchParts(pp, ap)
+}
+
+// splitPath splits a path into its names, without empty ones.
+func splitPath(p string) []string {
+	var out []string
+	for _, c := range strings.Split(p, "/") {
+		if c != "" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// matchParts matches pattern parts against names; "**" matches zero or
+// more names. It is a table over (part, name) positions, so any pattern
+// costs at most len(pp) × len(names) part matches.
+func matchParts(pp, names []string) bool {
+	// ok[j]: pp[:i] matches names[:j], for the current i.
+	ok := make([]bool, len(names)+1)
+	ok[0] = true
+	for _, part := range pp {
+		next := make([]bool, len(names)+1)
+		if part == "**" {
+			seen := false
+			for j := range ok {
+				seen = seen || ok[j]
+				next[j] = seen
+			}
+		} else {
+			for j := 1; j <= len(names); j++ {
+				if ok[j-1] {
+					next[j], _ = filepath.Match(part, names[j-1])
+				}
+			}
+		}
+		ok = next
+	}
+	return ok[len(names)]
 }
 
 // clipHoles drops hole ranges beyond size (the file shrank while it was

@@ -2,6 +2,8 @@ package walk
 
 import (
 	"reflect"
+	"strings"
+	"time"
 	"testing"
 
 	"coffer/engine/tree"
@@ -41,13 +43,74 @@ func TestExcluded(t *testing.T) {
 		"/srv/www/a.tmp":           true,
 		"/srv/www/a.txt":           false,
 		"/srv/cache/x":             true,
-		"/srv/cache/x/y":           false, // a pattern with "/" matches whole paths only
+		"/srv/cache/x/y":           false, // an anchored pattern matches whole paths only
 		"/home/u/app/node_modules": true,
 		"/srv/cache":               false,
 	} {
-		if got := excluded(pats, abs); got != want {
+		if got := excluded(pats, abs, false); got != want {
 			t.Errorf("excluded(%q) = %v, want %v", abs, got, want)
 		}
+	}
+}
+
+// TestMatch: exclude patterns as restic's: a pattern with "/" inside and
+// no leading "/" matches the last names of a path anywhere below the root,
+// a leading "/" anchors it, "**" spans any number of names, and --iexclude
+// ignores case.
+func TestMatch(t *testing.T) {
+	for _, c := range []struct {
+		pat, abs string
+		fold     bool
+		want     bool
+	}{
+		{"adduser/examples", "/usr/share/doc/adduser/examples", false, true},
+		{"adduser/examples", "/usr/share/doc/adduser/examples/x", false, false}, // the folder is left out, so x is never asked
+		{"adduser/examples", "/usr/share/doc/adduser", false, false},
+		{"adduser/examples", "/usr/share/doc/xadduser/examples", false, false},
+		{"doc/*/examples", "/usr/share/doc/adduser/examples", false, true},
+		{"/usr/share/doc/adduser/examples", "/usr/share/doc/adduser/examples", false, true},
+		{"/share/doc", "/usr/share/doc", false, false}, // anchored at the root
+		{"/usr/share/", "/usr/share", false, true},     // a trailing slash is ignored
+		{"*.tmp", "/a/b/c.tmp", false, true},
+		{"*.tmp", "/a/b/c.tmp.x", false, false},
+		{"/home/*/.cache", "/home/u/.cache", false, true},
+		{"/home/*/.cache", "/srv/home/u/.cache", false, false},
+		{"/srv/**/*.log", "/srv/a/b/c/x.log", false, true},
+		{"/srv/**/*.log", "/srv/x.log", false, true},
+		{"/srv/**/*.log", "/var/x.log", false, false},
+		{"a/**/b", "/x/a/b", false, true},
+		{"a/**/b", "/x/a/m/n/b", false, true},
+		{"a/**/b", "/x/a/m/n/c", false, false},
+		{"**", "/anything/at/all", false, true},
+		{"*.JPG", "/p/x.jpg", false, false},
+		{"*.JPG", "/p/x.jpg", true, true},
+		{"Photos/Raw", "/home/u/photos/raw", true, true},
+		{"", "/a", false, false},
+		{"/", "/a", false, false},
+	} {
+		if got := Match(c.pat, c.abs, c.fold); got != c.want {
+			t.Errorf("Match(%q, %q, fold=%v) = %v, want %v", c.pat, c.abs, c.fold, got, c.want)
+		}
+	}
+	if err := CheckPatterns([]string{"a/[b"}); err == nil {
+		t.Error("a malformed part was accepted")
+	}
+}
+
+// TestMatchCost: many "**" parts against a deep path stay cheap (the
+// match is a table, not a backtracking search).
+func TestMatchCost(t *testing.T) {
+	deep := "/" + strings.Repeat("a/", 1000) + "b"
+	pat := strings.Repeat("**/a/", 20) + "c"
+	done := make(chan bool)
+	go func() { done <- Match(pat, deep, false) }()
+	select {
+	case got := <-done:
+		if got {
+			t.Fatal("matched a path without c")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a pattern with 20 ** parts did not finish against a 1000-deep path")
 	}
 }
 

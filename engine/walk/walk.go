@@ -77,9 +77,16 @@ type Progress struct {
 
 // Options configure a walk. Zero fields take defaults.
 type Options struct {
-	// Excludes are glob patterns (checked by Sources): one without "/" is
-	// matched against base names, one with "/" against absolute paths.
-	Excludes []string
+	// Excludes are exclude patterns (checked by Sources; see Match), and
+	// IExcludes the same matched without regard to case.
+	Excludes  []string
+	IExcludes []string
+	// ExcludeIfPresent leaves out every folder that holds an entry of one
+	// of these names (for example .nobackup or CACHEDIR.TAG).
+	ExcludeIfPresent []string
+	// ExcludeLargerThan, when above 0, leaves out regular files larger
+	// than this many bytes.
+	ExcludeLargerThan int64
 	// Parent is the root tree of the parent snapshot, or nil. A file whose
 	// size, mtime, ctime and inode equal those of the same path in the
 	// parent, with an mtime older than ParentStart, keeps the parent's
@@ -368,8 +375,14 @@ func (w *walker) walkPath(abs, rel string, parent *tree.Tree) *future {
 	}
 	switch n.Type {
 	case tree.Dir:
+		if w.hasMarker(abs) {
+			return &future{done: closedChan, skip: true}
+		}
 		return w.walkDir(abs, rel, n, w.subtree(parent, n.Name))
 	case tree.File:
+		if w.tooLarge(int64(n.Size)) {
+			return &future{done: closedChan, skip: true}
+		}
 		if n.Links > 1 {
 			key := devIno{info.Dev, n.Inode}
 			if first, ok := w.hardlinks[key]; ok {
@@ -418,7 +431,7 @@ func (w *walker) walkDir(abs, rel string, n tree.Node, parentTree *tree.Tree) *f
 	var children []*future
 	for _, name := range entries {
 		p := filepath.Join(abs, name)
-		if excluded(w.o.Excludes, p) {
+		if w.excluded(p) {
 			continue
 		}
 		children = append(children, w.walkPath(p, tree.JoinRel(rel, name), parentTree))
@@ -574,15 +587,18 @@ func (w *walker) scan(paths []string) {
 			if err != nil {
 				return nil
 			}
-			if path != p && excluded(w.o.Excludes, path) {
+			if path != p && w.excluded(path) {
 				if d.IsDir() {
 					return filepath.SkipDir
 				}
 				return nil
 			}
+			if d.IsDir() && path != p && w.hasMarker(path) {
+				return filepath.SkipDir
+			}
 			if d.Type().IsRegular() {
-				w.prog.TotalFiles.Add(1)
-				if fi, err := d.Info(); err == nil {
+				if fi, err := d.Info(); err == nil && !w.tooLarge(fi.Size()) {
+					w.prog.TotalFiles.Add(1)
 					w.prog.TotalBytes.Add(fi.Size())
 				}
 			}

@@ -195,6 +195,47 @@ func TestWalk(t *testing.T) {
 	}
 }
 
+// TestWalkExcludeRules: --exclude with a "/" inside matches anywhere
+// below the root, --iexclude ignores case, a folder holding a marker file
+// is left out whole, and files above the size limit are left out; the
+// progress totals count what is backed up.
+func TestWalkExcludeRules(t *testing.T) {
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "doc", "adduser", "examples", "a"), "x")
+	writeFile(t, filepath.Join(src, "doc", "adduser", "keep"), "x")
+	writeFile(t, filepath.Join(src, "Photos", "IMG.JPG"), "x")
+	writeFile(t, filepath.Join(src, "Photos", "note.txt"), "x")
+	writeFile(t, filepath.Join(src, "cache", ".nobackup"), "")
+	writeFile(t, filepath.Join(src, "cache", "big"), "x")
+	writeFile(t, filepath.Join(src, "big"), strings.Repeat("b", 2000))
+	writeFile(t, filepath.Join(src, "small"), strings.Repeat("s", 10))
+	o := Options{
+		Excludes: []string{"adduser/examples"}, IExcludes: []string{"*.jpg"},
+		ExcludeIfPresent: []string{".nobackup"}, ExcludeLargerThan: 1000,
+		Workers: 2, Progress: &Progress{},
+	}
+	s := newMemSink()
+	res, err := Walk(context.Background(), []string{src}, s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := s.LoadTree(context.Background(), find(t, s, res.Tree, src).Subtree)
+	if root.Find("cache") != nil || root.Find("big") != nil || root.Find("small") == nil {
+		t.Errorf("marker or size rule not applied: %+v", root.Nodes)
+	}
+	adduser := s.LoadTree(context.Background(), find(t, s, res.Tree, filepath.Join(src, "doc", "adduser")).Subtree)
+	if adduser.Find("examples") != nil || adduser.Find("keep") == nil {
+		t.Errorf("adduser/examples not excluded below the root: %+v", adduser.Nodes)
+	}
+	photos := s.LoadTree(context.Background(), find(t, s, res.Tree, filepath.Join(src, "Photos")).Subtree)
+	if photos.Find("IMG.JPG") != nil || photos.Find("note.txt") == nil {
+		t.Errorf("--iexclude not applied: %+v", photos.Nodes)
+	}
+	if res.Stats.Files != 3 || len(res.Warnings) != 0 || o.Progress.TotalFiles.Load() != 3 {
+		t.Errorf("stats %+v, warnings %q, total files %d; want 3 files", res.Stats, res.Warnings, o.Progress.TotalFiles.Load())
+	}
+}
+
 // TestWalkUnchanged: a file unchanged since the parent keeps its content
 // unread, unless the sink's Knower says the content is gone; a changed one
 // is read.
