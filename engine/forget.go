@@ -70,7 +70,7 @@ type snapshotTombstone struct {
 }
 
 // Forget removes snapshots of the tenant: those named by ids (full IDs,
-// unique prefixes of at least 8 hex digits, or "latest"), or, when ids is
+// unique prefixes of at least 4 hex digits, or "latest"), or, when ids is
 // empty, every snapshot that o.Policy does not keep, deciding per group of
 // (host, paths). Giving both, or neither, is an error wrapping ErrInvalid;
 // so is a policy that fails Validate.
@@ -234,33 +234,19 @@ func sortSnapshots(ss []*Snapshot) {
 	})
 }
 
-// resolveSnapshots resolves references (IDs, unique prefixes of at least 8
-// hex digits, "latest") against all (oldest first), without duplicates.
+// minSnapshotPrefix is the shortest snapshot ID prefix accepted.
+const minSnapshotPrefix = 4
+
+// resolveSnapshots resolves references (IDs, unique prefixes of at least
+// minSnapshotPrefix hex digits, "latest") against all (oldest first),
+// without duplicates.
 func resolveSnapshots(all []*Snapshot, refs []string) ([]*Snapshot, error) {
 	seen := map[string]bool{}
 	var out []*Snapshot
 	for _, ref := range refs {
-		var found *Snapshot
-		switch r := strings.ToLower(strings.TrimSpace(ref)); {
-		case r == "latest":
-			if len(all) == 0 {
-				return nil, fmt.Errorf("%w: the tenant has no snapshots", ErrSnapshotNotFound)
-			}
-			found = all[len(all)-1]
-		case len(r) < 8:
-			return nil, invalidf("snapshot %q: give a full ID, a prefix of at least 8 hex digits, or latest", ref)
-		default:
-			for _, s := range all {
-				if strings.HasPrefix(s.ID, r) {
-					if found != nil {
-						return nil, fmt.Errorf("%w: %q matches %s and %s", ErrAmbiguous, ref, found.ID[:8], s.ID[:8])
-					}
-					found = s
-				}
-			}
-			if found == nil {
-				return nil, fmt.Errorf("%w: %q (see coffer snapshots)", ErrSnapshotNotFound, ref)
-			}
+		found, err := resolveSnapshot(all, ref)
+		if err != nil {
+			return nil, err
 		}
 		if !seen[found.ID] {
 			seen[found.ID] = true
@@ -268,6 +254,33 @@ func resolveSnapshots(all []*Snapshot, refs []string) ([]*Snapshot, error) {
 		}
 	}
 	return out, nil
+}
+
+// resolveSnapshot resolves one reference against all (oldest first).
+func resolveSnapshot(all []*Snapshot, ref string) (*Snapshot, error) {
+	r := strings.ToLower(strings.TrimSpace(ref))
+	if r == "latest" {
+		if len(all) == 0 {
+			return nil, fmt.Errorf("%w: the tenant has no snapshots", ErrSnapshotNotFound)
+		}
+		return all[len(all)-1], nil
+	}
+	if len(r) < minSnapshotPrefix || strings.Trim(r, "0123456789abcdef") != "" {
+		return nil, invalidf("snapshot %q: give a full ID, a prefix of at least %d hex digits, or latest", ref, minSnapshotPrefix)
+	}
+	var found *Snapshot
+	for _, s := range all {
+		if strings.HasPrefix(s.ID, r) {
+			if found != nil {
+				return nil, fmt.Errorf("%w: %q matches %s and %s", ErrAmbiguous, ref, found.ID[:8], s.ID[:8])
+			}
+			found = s
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("%w: %q (see coffer snapshots)", ErrSnapshotNotFound, ref)
+	}
+	return found, nil
 }
 
 // applyPolicy applies p per (host, paths) group, fills rep.Groups and

@@ -357,7 +357,9 @@ func TestITStreamDumpListFind(t *testing.T) {
 			{s2.ID, s2, nil},
 			{s1.ID[:8], s1, nil},
 			{strings.ToUpper(s2.ID[:10]), s2, nil},
-			{s1.ID[:7], nil, ErrInvalid},
+			{s1.ID[:7], s1, nil},
+			{s1.ID[:3], nil, ErrInvalid},
+			{"zzzz1", nil, ErrInvalid},
 			{"", nil, ErrInvalid},
 			{unknown[:8], nil, ErrSnapshotNotFound},
 			{unknown, nil, ErrSnapshotNotFound},
@@ -371,6 +373,12 @@ func TestITStreamDumpListFind(t *testing.T) {
 			}
 			if err != nil || got.ID != tc.want.ID {
 				t.Errorf("FindSnapshot(%q) = %v, %v; want %s", tc.ref, got, err, tc.want.ID)
+			}
+		}
+		// A 4-digit prefix is enough when unique.
+		if s1.ID[:4] != s2.ID[:4] {
+			if got, err := tn.FindSnapshot(ctx, s1.ID[:4]); err != nil || got.ID != s1.ID {
+				t.Errorf("FindSnapshot(%q) = %v, %v; want %s", s1.ID[:4], got, err, s1.ID)
 			}
 		}
 		// latest is by time, so an empty tenant has none.

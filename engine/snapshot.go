@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"coffer/index"
@@ -151,35 +150,16 @@ func (t *Tenant) Snapshots(ctx context.Context) ([]*Snapshot, error) {
 }
 
 // FindSnapshot resolves a snapshot reference: a full ID, a unique prefix of
-// at least 8 hex digits, or "latest".
+// at least 4 hex digits, or "latest".
 func (t *Tenant) FindSnapshot(ctx context.Context, ref string) (*Snapshot, error) {
 	all, err := t.Snapshots(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if ref == "latest" {
-		if len(all) == 0 {
-			return nil, fmt.Errorf("%w: tenant %q has no snapshots", ErrSnapshotNotFound, t.name)
-		}
-		return all[len(all)-1], nil
+	if ref == "latest" && len(all) == 0 {
+		return nil, fmt.Errorf("%w: tenant %q has no snapshots", ErrSnapshotNotFound, t.name)
 	}
-	ref = strings.ToLower(ref)
-	if len(ref) < 8 {
-		return nil, invalidf("snapshot %q: give a full ID, a prefix of at least 8 hex digits, or latest", ref)
-	}
-	var found *Snapshot
-	for _, s := range all {
-		if strings.HasPrefix(s.ID, ref) {
-			if found != nil {
-				return nil, fmt.Errorf("%w: %q matches %s and %s", ErrAmbiguous, ref, found.ID[:8], s.ID[:8])
-			}
-			found = s
-		}
-	}
-	if found == nil {
-		return nil, fmt.Errorf("%w: %q (see coffer snapshots)", ErrSnapshotNotFound, ref)
-	}
-	return found, nil
+	return resolveSnapshot(all, ref)
 }
 
 // sameStrings reports whether a and b hold the same strings in any order.
