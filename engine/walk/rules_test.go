@@ -3,8 +3,8 @@ package walk
 import (
 	"reflect"
 	"strings"
-	"time"
 	"testing"
+	"time"
 
 	"coffer/engine/tree"
 )
