@@ -295,3 +295,29 @@ func TestExitInterrupted(t *testing.T) {
 		t.Errorf("exitCode(context.Canceled) = %d, want %d", got, exitInterrupted)
 	}
 }
+
+// TestHelpExitCodes: the exit-code table ends the root's help and is the
+// help topic exit-codes, and a command's help is not cluttered with it.
+func TestHelpExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"--help"}, true},
+		{[]string{"help", "exit-codes"}, true},
+		{[]string{"help", "backup"}, false},
+		{[]string{"restore", "--help"}, false},
+		{[]string{"tenant", "lock", "--help"}, false},
+	} {
+		res := coffer(t, nil, tc.args...)
+		if res.code != exitOK {
+			t.Fatalf("coffer %q: exit %d\n%s", tc.args, res.code, res)
+		}
+		if got := strings.Contains(res.stdout, "130  interrupted"); got != tc.want {
+			t.Errorf("coffer %q shows the exit codes: %v, want %v", tc.args, got, tc.want)
+		}
+	}
+	if root := coffer(t, nil, "--help").stdout; strings.Index(root, "Exit codes:") < strings.Index(root, "Usage:") {
+		t.Error("the root's help shows the exit codes before its usage")
+	}
+}

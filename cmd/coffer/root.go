@@ -83,9 +83,7 @@ func newRootCmd(g *globals) *cobra.Command {
 		Short: "Encrypted, deduplicating, erasure-coded backup storage for many tenants",
 		Long: `coffer stores backups of many tenants on many drives: content-defined chunks,
 deduplicated within each tenant, compressed, encrypted with the tenant's own key,
-packed and Reed-Solomon coded across drives in different racks.
-
-` + exitCodesHelp,
+packed and Reed-Solomon coded across drives in different racks.`,
 		SilenceErrors:      true,
 		SilenceUsage:       true,
 		DisableSuggestions: true,
@@ -133,6 +131,14 @@ packed and Reed-Solomon coded across drives in different racks.
 	for _, c := range root.Commands() {
 		addExitHelp(c)
 	}
+	// The exit codes end the root's help (not every command's: they are
+	// the same for all), and are a help topic of their own.
+	root.SetUsageTemplate(root.UsageTemplate() + "{{if not .HasParent}}\n" + exitCodesHelp + "\n{{end}}")
+	root.AddCommand(&cobra.Command{
+		Use:   "exit-codes",
+		Short: "The exit codes of every command",
+		Long:  exitCodesHelp,
+	})
 	return root
 }
 
@@ -150,7 +156,6 @@ func addExitHelp(c *cobra.Command) {
 	if c.Long == "" {
 		c.Long = c.Short
 	}
-	c.Long += "\n\n" + exitCodesHelp
 	if c.HasSubCommands() && c.RunE == nil {
 		c.RunE = groupRunE
 		c.Args = cobra.ArbitraryArgs
