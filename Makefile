@@ -3,12 +3,16 @@ GO       ?= go
 BIN      := bin/coffer
 PKGS     := ./...
 
-.PHONY: all build test test-full race lint fuzz bench compare demo demo-s3 demo-remote demo-ops clean
+.PHONY: all build install test test-full race lint fuzz bench compare demo demo-s3 demo-remote demo-ops clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/coffer
+
+# coffer into $(go env GOBIN), or $(go env GOPATH)/bin when GOBIN is unset.
+install:
+	$(GO) install ./cmd/coffer
 
 # The test command (README, .ci/run): vet, the whole suite, and the race
 # detector over the concurrent packages.
