@@ -41,6 +41,7 @@ bench:
 # shared data set; SCALE=1 make compare for the full 1 GiB (default 0.25),
 # PROFILE=smallfiles for a hosting server's many small files, SRC=/a/folder to
 # race the tools on a folder of your own (only read, never written to).
+# BASE=REV races Coffer at git revision REV beside this tree (before/after).
 # ROUNDS, TOOLS, BENCH_TMP and more: see bench/compare/compare.py.
 compare:
 	python3 bench/compare/compare.py

@@ -25,6 +25,9 @@ Environment (all optional):
                  (default: the system temp folder; all three tools share it)
     KEEP=1       keep the temporary folder afterwards
     TOOLS        comma-separated subset of coffer,restic,borg (default: all)
+    BASE         a git revision of Coffer to race as a fourth tool, coffer-base
+                 (built from a temporary worktree): before/after figures of a
+                 change side by side in one run, e.g. BASE=main~5 TOOLS=coffer,restic
     NO_INSTALL=1 do not install missing peers (skip them instead)
     SHARED       folder holding bench/mkdata.py (default: ../shared, then /work/shared)
 
@@ -305,6 +308,11 @@ class Coffer(Tool):
         return self.repo_size() - drives + drives * self.k // (self.k + self.m)
 
 
+class CofferBase(Coffer):
+    """Coffer built from the revision BASE names, for before/after runs."""
+    name = "coffer-base"
+
+
 class Restic(Tool):
     name = "restic"
 
@@ -502,7 +510,9 @@ def build_report(ctx, rounds, tools, peers_missing):
             cs = sizes.get((phase, "coffer"))
             for p in peers:
                 ps = sizes.get((phase, p))
-                if cs and ps:
+                if cs and ps and p == "coffer-base":
+                    row.append(f"after {phase} vs {p}: {cs[0] / ps[0]:.2f}×")
+                elif cs and ps:
                     row.append(f"after {phase} vs {p}: {cs[1] / ps[0]:.2f}× before parity, "
                                f"{cs[0] / ps[0]:.2f}× with parity")
         if row:
@@ -536,7 +546,7 @@ def run_round(rnd, tools, exes, mkdata, scale, profile, given_src, parent, dropp
     out = {"work": work, "results": {}, "sizes": {}, "commands": [],
            "day1_bytes": tree_bytes(src), "day1_files": tree_files(src)}
 
-    classes = {"coffer": Coffer, "restic": Restic, "borg": Borg}
+    classes = {"coffer": Coffer, "coffer-base": CofferBase, "restic": Restic, "borg": Borg}
     objs = {t: classes[t](exes[t], work) for t in tools}
     for t in tools:
         objs[t].setup()
@@ -600,6 +610,21 @@ def run_round(rnd, tools, exes, mkdata, scale, profile, given_src, parent, dropp
     return out
 
 
+def build_base(root, rev):
+    """Builds Coffer at git revision rev into bin/coffer-base."""
+    wt = tempfile.mkdtemp(prefix="coffer-base-")
+    os.rmdir(wt)
+    log(f"building coffer-base: {rev} in {wt}")
+    must(["git", "worktree", "add", "--detach", wt, rev])
+    try:
+        exe = os.path.join(root, "bin", "coffer-base")
+        must(["go", "build", "-o", exe, "./cmd/coffer"], cwd=wt)
+        rc, desc = run_quiet(["git", "-C", wt, "describe", "--always"])
+    finally:
+        must(["git", "worktree", "remove", "--force", wt])
+    return exe, "coffer-base " + (desc.strip() if rc == 0 else rev)
+
+
 def main():
     root = repo_root()
     os.chdir(root)
@@ -634,6 +659,12 @@ def main():
     exes = {"coffer": coffer_exe}
     versions = [coffer_version]
     missing = {}
+    base = os.environ.get("BASE")
+    if base:
+        exes["coffer-base"], ver = build_base(root, base)
+        versions.append(ver)
+        if "coffer-base" not in tools:
+            tools.insert(1 if tools and tools[0] == "coffer" else 0, "coffer-base")
     if "restic" in tools:
         exe, ver = ensure_restic(no_install)
         if exe:
@@ -661,7 +692,7 @@ def main():
     rounds = [run_round(r, tools, exes, mkdata, scale, profile, given_src, parent, dropped, keep)
               for r in range(nrounds)]
 
-    env_cmd = " ".join(f"{k}={os.environ[k]}" for k in ("SCALE", "PROFILE", "SRC", "ROUNDS", "TOOLS", "BENCH_TMP")
+    env_cmd = " ".join(f"{k}={os.environ[k]}" for k in ("SCALE", "PROFILE", "SRC", "ROUNDS", "TOOLS", "BASE", "BENCH_TMP")
                        if os.environ.get(k))
     ctx = {"date": date, "machine": machine, "scale": scale, "profile": profile, "src": given_src,
            "versions": ", ".join(versions),
