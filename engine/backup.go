@@ -44,14 +44,16 @@ func (o *BackupOptions) Rules() walk.Options {
 	}
 }
 
-// Sources checks paths and o's exclude patterns (walk.Sources).
-func (o *BackupOptions) Sources(paths []string) ([]string, error) {
+// Sources checks paths and o's exclude patterns (walk.Sources): the paths
+// to walk, and the warnings of those that cannot be found (for
+// walk.Options.Skipped).
+func (o *BackupOptions) Sources(paths []string) (abs, skipped []string, err error) {
 	pats := append(append([]string(nil), o.Excludes...), o.IExcludes...)
-	abs, err := walk.Sources(paths, pats)
+	abs, skipped, err = walk.Sources(paths, pats)
 	if err != nil {
-		return nil, walkError(err)
+		return nil, nil, walkError(err)
 	}
-	return abs, nil
+	return abs, skipped, nil
 }
 
 // Progress counters of a running backup or restore, updated atomically. A
@@ -116,14 +118,16 @@ func walkError(err error) error {
 }
 
 // Backup backs up the given paths and records a snapshot. If some files could
-// not be read, the snapshot is still recorded without them and the error
-// wraps ErrPartialBackup (the CLI exits 3).
+// not be read, or some of the paths do not exist, the snapshot is still
+// recorded without them and the error wraps ErrPartialBackup (the CLI exits
+// 3); when none of the paths exists, the backup is refused (ErrInvalid).
 func (t *Tenant) Backup(ctx context.Context, paths []string, o BackupOptions) (*Snapshot, error) {
-	abs, err := o.Sources(paths)
+	abs, skipped, err := o.Sources(paths)
 	if err != nil {
 		return nil, err
 	}
 	return t.runBackup(ctx, abs, o, func(ctx context.Context, b *backup, wo walk.Options) (*walk.Result, error) {
+		wo.Skipped = skipped
 		return walk.Walk(ctx, abs, b, wo)
 	})
 }
@@ -255,10 +259,7 @@ func (t *Tenant) runBackup(ctx context.Context, paths []string, o BackupOptions,
 	if b.quota > 0 {
 		used = b.used
 	}
-	if n := len(res.Warnings); n > 0 {
-		return s, fmt.Errorf("%w: %d of them (first: %s); snapshot %s was saved without them", ErrPartialBackup, n, res.Warnings[0], s.ID[:8])
-	}
-	return s, nil
+	return s, NewPartialError(s.ID, res.Warnings)
 }
 
 // findParent returns the newest snapshot of the same host and paths, and its

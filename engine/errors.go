@@ -52,6 +52,34 @@ func (e *LockedError) Error() string {
 
 func (e *LockedError) Unwrap() error { return ErrRepoLocked }
 
+// PartialError is the error of a backup that was saved without some of its
+// source: Warnings name each path left out and why ("path: reason"). It
+// wraps ErrPartialBackup; the snapshot is returned beside it and is
+// complete for everything else.
+type PartialError struct {
+	Snapshot string   // the saved snapshot's ID
+	Warnings []string // one per path left out
+}
+
+// NewPartialError returns the error of a backup saved as snapshot id
+// without the entries warnings name, or nil when there are none.
+func NewPartialError(id string, warnings []string) error {
+	if len(warnings) == 0 {
+		return nil
+	}
+	return &PartialError{Snapshot: id, Warnings: warnings}
+}
+
+func (e *PartialError) Error() string {
+	what := fmt.Sprintf("%d source entries", len(e.Warnings))
+	if len(e.Warnings) == 1 {
+		what = "1 source entry"
+	}
+	return fmt.Sprintf("%s could not be read; snapshot %s was saved without them", what, e.Snapshot[:min(8, len(e.Snapshot))])
+}
+
+func (e *PartialError) Unwrap() error { return ErrPartialBackup }
+
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }

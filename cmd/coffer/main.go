@@ -105,6 +105,12 @@ func execute(ctx context.Context, g *globals, args []string) int {
 		code = exitInterrupted
 		err = errors.New("interrupted; nothing half-written was recorded, run the command again")
 	}
+	var pe *engine.PartialError
+	if errors.As(err, &pe) {
+		for _, w := range pe.Warnings {
+			fmt.Fprintln(g.stderr, "warning: cannot back up "+w)
+		}
+	}
 	fmt.Fprintln(g.stderr, "coffer: "+message(err))
 	return code
 }

@@ -45,11 +45,12 @@ const maxKnown = 1 << 20
 // with the snapshot returned. The connection is held for the whole backup;
 // ctx ending closes it.
 func (cl *Client) Backup(ctx context.Context, paths []string, o BackupOptions) (*engine.Snapshot, error) {
-	abs, err := o.Sources(paths)
+	abs, skipped, err := o.Sources(paths)
 	if err != nil {
 		return nil, err
 	}
 	return cl.backup(ctx, abs, o, func(ctx context.Context, u *uploader, wo walk.Options) (*walk.Result, error) {
+		wo.Skipped = skipped
 		return walk.Walk(ctx, abs, u, wo)
 	})
 }
@@ -133,8 +134,8 @@ func (cl *Client) backup(ctx context.Context, paths []string, o BackupOptions,
 	if err != nil {
 		return nil, ctxErr(ctx, err)
 	}
-	if n := len(res.Warnings); n > 0 {
-		return s, fmt.Errorf("%w: %d of them (first: %s); snapshot %s was saved without them", engine.ErrPartialBackup, n, res.Warnings[0], s.ID[:min(8, len(s.ID))])
+	if err := engine.NewPartialError(s.ID, res.Warnings); err != nil {
+		return s, err
 	}
 	return s, nil
 }

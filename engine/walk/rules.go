@@ -30,30 +30,37 @@ func invalidf(format string, args ...any) error {
 
 // Sources checks the paths and exclude patterns of a backup and returns
 // the paths to give Walk: absolute, sorted, without duplicates and without
-// paths inside another of them. Every path must exist (a dangling symlink
-// does: it is backed up as a symlink).
-func Sources(paths, excludes []string) ([]string, error) {
+// paths inside another of them. A path that cannot be found (Lstat fails)
+// is left out and named in skipped ("path: reason", to give Options.Skipped:
+// the backup goes on with the rest, as restic's does); when no path is
+// left, the backup is refused. A dangling symlink exists: it is backed up
+// as a symlink.
+func Sources(paths, excludes []string) (abs, skipped []string, err error) {
 	if len(paths) == 0 {
-		return nil, invalidf("nothing to back up: give at least one path")
+		return nil, nil, invalidf("nothing to back up: give at least one path")
 	}
-	abs := make([]string, 0, len(paths))
+	if err := CheckPatterns(excludes); err != nil {
+		return nil, nil, err
+	}
+	abs = make([]string, 0, len(paths))
 	for _, p := range paths {
 		a, err := filepath.Abs(p)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if _, err := os.Lstat(a); err != nil {
 			if u := errors.Unwrap(err); u != nil {
 				err = u
 			}
-			return nil, invalidf("cannot back up %s: %v", p, err)
+			skipped = append(skipped, fmt.Sprintf("%s: %v", p, err))
+			continue
 		}
 		abs = append(abs, a)
 	}
-	if err := CheckPatterns(excludes); err != nil {
-		return nil, err
+	if len(abs) == 0 {
+		return nil, nil, invalidf("cannot back up %s", strings.Join(skipped, "; "))
 	}
-	return dropNested(abs), nil
+	return dropNested(abs), skipped, nil
 }
 
 // CheckPatterns checks exclude patterns (see Match): each part must be a

@@ -100,6 +100,9 @@ type Options struct {
 	Progress *Progress
 	// Workers is the number of file workers; 0 is one per core.
 	Workers int
+	// Skipped are source paths left out before the walk (from Sources),
+	// each "path: reason": they are the walk's first warnings.
+	Skipped []string
 }
 
 // Stats count what a walk recorded.
@@ -226,6 +229,8 @@ func run(ctx context.Context, sink Sink, o Options, scanPaths []string, walk fun
 		scanWG.Add(1)
 		go func() { defer scanWG.Done(); w.scan(scanPaths) }()
 	}
+	w.warnings = append(w.warnings, o.Skipped...)
+	w.prog.Errors.Add(int64(len(o.Skipped)))
 
 	// File workers: reading, chunking and hashing are CPU-bound, so one
 	// per core. (On a cold page cache they wait for the disk too; the

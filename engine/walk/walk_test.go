@@ -158,9 +158,9 @@ func TestWalk(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := filepath.Join(src, "via", "data")
-	paths, err := Sources([]string{base, filepath.Join(base, "d1")}, []string{"*.tmp", filepath.Join(src, "via", "data", "cache")})
-	if err != nil {
-		t.Fatal(err)
+	paths, skipped, err := Sources([]string{base, filepath.Join(base, "d1")}, []string{"*.tmp", filepath.Join(src, "via", "data", "cache")})
+	if err != nil || skipped != nil {
+		t.Fatal(err, skipped)
 	}
 	if len(paths) != 1 {
 		t.Fatalf("nested path kept: %q", paths)
@@ -336,9 +336,20 @@ func TestWalkFailures(t *testing.T) {
 		{[]string{filepath.Join(src, "missing")}, nil},
 		{[]string{src}, []string{"["}},
 	} {
-		if _, err := Sources(c.paths, c.excludes); !errors.Is(err, ErrInvalid) || strings.Contains(err.Error(), "walk:") {
+		if _, _, err := Sources(c.paths, c.excludes); !errors.Is(err, ErrInvalid) || strings.Contains(err.Error(), "walk:") {
 			t.Errorf("Sources(%q, %q): %v", c.paths, c.excludes, err)
 		}
+	}
+	// A missing path among others is left out with a warning, and the
+	// walk goes on with the rest.
+	missing := filepath.Join(src, "missing", "deeper")
+	paths, skipped, err := Sources([]string{missing, src}, nil)
+	if err != nil || len(paths) != 1 || len(skipped) != 1 || !strings.Contains(skipped[0], missing) {
+		t.Fatalf("Sources with one missing path: %q, %q, %v", paths, skipped, err)
+	}
+	res, err = Walk(ctx, paths, newMemSink(), Options{Skipped: skipped, Progress: &Progress{}})
+	if err != nil || len(res.Warnings) == 0 || res.Warnings[0] != skipped[0] {
+		t.Errorf("walk with a skipped source: %+v, %v", res, err)
 	}
 	for _, name := range []string{"", ".", "..", "a/b", "a\x00"} {
 		if _, err := Stream(ctx, strings.NewReader("x"), name, time.Now(), newMemSink(), Options{}); !errors.Is(err, ErrInvalid) {
