@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -64,8 +65,17 @@ func Example() {
 		}
 	}
 
+	// A backup that could not read some of its source still saves a
+	// snapshot of the rest: it returns the snapshot together with an
+	// *engine.PartialError (errors.Is(err, engine.ErrPartialBackup)) that
+	// names every entry left out. Keep the snapshot, report the entries.
 	snap, err := acme.Backup(ctx, []string{src}, engine.BackupOptions{Host: "web1", Tags: []string{"daily"}})
-	if err != nil {
+	var partial *engine.PartialError
+	if errors.As(err, &partial) {
+		for _, w := range partial.Warnings {
+			fmt.Println("left out:", w)
+		}
+	} else if err != nil {
 		fmt.Println(err)
 		return
 	}
