@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
@@ -319,5 +320,36 @@ func TestHelpExitCodes(t *testing.T) {
 	}
 	if root := coffer(t, nil, "--help").stdout; strings.Index(root, "Exit codes:") < strings.Index(root, "Usage:") {
 		t.Error("the root's help shows the exit codes before its usage")
+	}
+}
+
+// TestJSONErrors: with --json an error is one JSON object on stderr,
+// restic's exit_error, and each entry a partial backup left out is an error
+// object naming it.
+func TestJSONErrors(t *testing.T) {
+	r := newTestRepo(t, "acme")
+	res := r.run(t, nil, "--json", "dump", "latest", "/no/such/file")
+	var e struct {
+		Type    string `json:"message_type"`
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Item    string `json:"item"`
+	}
+	if err := json.Unmarshal([]byte(res.stderr), &e); err != nil || e.Type != "exit_error" || e.Code != exitError || res.code != exitError || e.Message == "" {
+		t.Fatalf("--json error: %+v, %v\n%s", e, err, res)
+	}
+	src := filepath.Join(t.TempDir(), "src")
+	writeFile(t, filepath.Join(src, "ok"), []byte("fine"))
+	missing := filepath.Join(t.TempDir(), "gone")
+	res = r.run(t, nil, "--json", "backup", src, missing)
+	lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
+	if res.code != exitPartial || len(lines) != 2 {
+		t.Fatalf("--json partial backup:\n%s", res)
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &e); err != nil || e.Type != "error" || e.Item != missing {
+		t.Errorf("--json warning line: %+v, %v", e, err)
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &e); err != nil || e.Type != "exit_error" || e.Code != exitPartial {
+		t.Errorf("--json exit line: %+v, %v", e, err)
 	}
 }

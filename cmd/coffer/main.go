@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -105,14 +106,52 @@ func execute(ctx context.Context, g *globals, args []string) int {
 		code = exitInterrupted
 		err = errors.New("interrupted; nothing half-written was recorded, run the command again")
 	}
+	printError(g, err, code)
+	return code
+}
+
+// printError prints a command's error on stderr: a "warning:" line for each
+// entry a partial backup left out, then one line "coffer: …". With --json
+// the same as restic's JSON messages, one object a line:
+// {"message_type":"error","error":{"message":…},"during":"archival","item":…}
+// per entry and {"message_type":"exit_error","code":…,"message":…} last.
+func printError(g *globals, err error, code int) {
 	var pe *engine.PartialError
-	if errors.As(err, &pe) {
+	errors.As(err, &pe)
+	if !g.json {
+		if pe != nil {
+			for _, w := range pe.Warnings {
+				fmt.Fprintln(g.stderr, "warning: cannot back up "+w)
+			}
+		}
+		fmt.Fprintln(g.stderr, "coffer: "+message(err))
+		return
+	}
+	enc := json.NewEncoder(g.stderr)
+	if pe != nil {
 		for _, w := range pe.Warnings {
-			fmt.Fprintln(g.stderr, "warning: cannot back up "+w)
+			item, why := w, ""
+			if i := strings.LastIndex(w, ": "); i >= 0 { // the reason is an errno's text
+				item, why = w[:i], w[i+2:]
+			}
+			enc.Encode(jsonError{Type: "error", Error: &jsonMessage{Message: why}, During: "archival", Item: item})
 		}
 	}
-	fmt.Fprintln(g.stderr, "coffer: "+message(err))
-	return code
+	enc.Encode(jsonError{Type: "exit_error", Code: code, Message: message(err)})
+}
+
+// jsonError is an error or warning line of --json output (restic's shape).
+type jsonError struct {
+	Type    string       `json:"message_type"`
+	Code    int          `json:"code,omitempty"`
+	Message string       `json:"message,omitempty"`
+	Error   *jsonMessage `json:"error,omitempty"`
+	During  string       `json:"during,omitempty"`
+	Item    string       `json:"item,omitempty"`
+}
+
+type jsonMessage struct {
+	Message string `json:"message"`
 }
 
 // exitCode maps an error to the documented exit code.
