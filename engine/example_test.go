@@ -96,7 +96,7 @@ func Example() {
 			same++
 		}
 	}
-	fmt.Printf("restored %d files, %d identical\n", st.Files, same)
+	fmt.Printf("restored %d files, %d identical; as many folders as backed up: %v\n", st.Files, same, st.Dirs == snap.Stats.Dirs)
 
 	// One file straight from the latest snapshot.
 	latest, err := acme.FindSnapshot(ctx, "latest")
@@ -113,6 +113,6 @@ func Example() {
 
 	// Output:
 	// backed up 4 files (57 bytes)
-	// restored 4 files, 4 identical
+	// restored 4 files, 4 identical; as many folders as backed up: true
 	// readme: hello, coffer
 }

@@ -108,7 +108,7 @@ type Options struct {
 // Stats count what a walk recorded.
 type Stats struct {
 	Files     int64 // regular files, hard links included
-	Dirs      int64 // folders, those on the way to the backed-up paths included
+	Dirs      int64 // folders below the root, those on the way to the backed-up paths included (what a restore creates)
 	Bytes     int64 // bytes of the regular files' content
 	Unchanged int64 // files whose content was taken from the parent
 }
@@ -263,7 +263,7 @@ func run(ctx context.Context, sink Sink, o Options, scanPaths []string, walk fun
 	return &Result{
 		Tree: root.node.Subtree,
 		Stats: Stats{
-			Files: w.files.Load(), Dirs: w.dirs.Load(), Bytes: w.bytes.Load(), Unchanged: w.unchanged.Load(),
+			Files: w.files.Load(), Dirs: max(w.dirs.Load()-1, 0), Bytes: w.bytes.Load(), Unchanged: w.unchanged.Load(),
 		},
 		Warnings: w.warnings,
 	}, nil
