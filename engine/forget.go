@@ -139,8 +139,25 @@ func (t *Tenant) Forget(ctx context.Context, ids []string, o ForgetOptions) (rep
 		return rep, nil
 	}
 
-	// Tombstones on the drives first; the index forgets only what the drives
-	// already hold as forgotten.
+	done, errs := t.forgetSnapshots(ctx, remove, versions)
+	if len(errs) > 0 {
+		// Report what was really forgotten.
+		rep.Removed = rep.Removed[:0]
+		for _, s := range done {
+			rep.Removed = append(rep.Removed, forgetItem(s, nil))
+		}
+		rep.Kept = len(all) - len(done)
+		return rep, fmt.Errorf("forget: %d of %d snapshots forgotten: %w", len(done), len(remove), errors.Join(errs...))
+	}
+	return rep, nil
+}
+
+// forgetSnapshots forgets remove (the caller holds the tenant's lock):
+// tombstones on the drives first, then, for those written, the index in
+// one synced batch; the index forgets only what the drives already hold as
+// forgotten. versions holds each snapshot's record version. It returns the
+// snapshots forgotten and the errors met.
+func (t *Tenant) forgetSnapshots(ctx context.Context, remove []*Snapshot, versions map[string]uint64) ([]*Snapshot, []error) {
 	var done []*Snapshot
 	var errs []error
 	for _, s := range remove {
@@ -169,16 +186,7 @@ func (t *Tenant) Forget(ctx context.Context, ids []string, o ForgetOptions) (rep
 			errs = append(errs, fmt.Errorf("remove forgotten snapshots from the index: %w", cerr))
 		}
 	}
-	if len(errs) > 0 {
-		// Report what was really forgotten.
-		rep.Removed = rep.Removed[:0]
-		for _, s := range done {
-			rep.Removed = append(rep.Removed, forgetItem(s, nil))
-		}
-		rep.Kept = len(all) - len(done)
-		return rep, fmt.Errorf("forget: %d of %d snapshots forgotten: %w", len(done), len(remove), errors.Join(errs...))
-	}
-	return rep, nil
+	return done, errs
 }
 
 // writeTombstone writes the sealed tombstone of snapshot id (hex), version
