@@ -24,8 +24,10 @@ const (
 // all (when Replace is set; an empty Set removes every tag), then Remove
 // takes tags away and Add adds them (each at most once, kept sorted).
 type TagOptions struct {
-	Add, Remove, Set []string
-	Replace          bool
+	Add     []string `json:"add,omitempty"`
+	Remove  []string `json:"remove,omitempty"`
+	Set     []string `json:"set,omitempty"`
+	Replace bool     `json:"replace,omitempty"`
 }
 
 // TagItem is one snapshot's tags after Tag.

@@ -90,11 +90,3 @@ func parseWhen(flag, s string) (time.Time, error) {
 	}
 	return time.Time{}, usagef("--%s %q: give a time as 2006-01-02, 2006-01-02 15:04[:05] or RFC 3339", flag, s)
 }
-
-// refuseRemote is the error of a command not served over --remote.
-func (g *globals) refuseRemote(name string) error {
-	if g.remote == "" {
-		return nil
-	}
-	return usagef("coffer %s is not served over --remote yet: run it where the repository is (or through its admin socket)", name)
-}

@@ -175,7 +175,7 @@ func TestBrowseCLI(t *testing.T) {
 
 // TestBrowseRemoteCLI: find, diff, stats and dump through --remote with a
 // restore key read the server's snapshots as locally; tag and rewrite
-// refuse --remote with a usage error.
+// need an admin key, and then work as locally.
 func TestBrowseRemoteCLI(t *testing.T) {
 	r := newTestRepo(t, "alice")
 	src := filepath.Join(t.TempDir(), "src")
@@ -188,9 +188,28 @@ func TestBrowseRemoteCLI(t *testing.T) {
 	rem := []string{"--remote", addr, "--identity", id, "--server-fingerprint", fp}
 	run := func(a ...string) result { return coffer(t, nil, cat(rem, a...)...) }
 	checkBrowse(t, run, src, first, second)
+	// tag and rewrite need an admin key.
 	for _, a := range [][]string{{"tag", first, "--add", "x"}, {"rewrite", "--exclude", "x"}} {
-		if res := run(a...); res.code != exitUsage || !strings.Contains(res.stderr, "not served over --remote") {
-			t.Fatalf("%v: %s", a, res)
+		if res := run(a...); res.code == exitOK || !strings.Contains(res.stderr, "refused") {
+			t.Fatalf("%v with a restore key: %s", a, res)
 		}
 	}
+	adminID := filepath.Join(keys, "admin")
+	mustCoffer(t, nil, "keygen", "--out", adminID)
+	mustCoffer(t, nil, "--repo", r.dir, "tenant", "key", "add", "alice", adminID+".pub", "--role", "admin")
+	adm := []string{"--remote", addr, "--identity", adminID, "--server-fingerprint", fp}
+	if tg := mustCoffer(t, nil, cat(adm, "tag", first, "--add", "wire")...); !strings.Contains(tg.stdout, "1 of 1 snapshots changed") {
+		t.Fatalf("remote tag: %s", tg)
+	}
+	if s := mustCoffer(t, nil, cat(rem, "snapshots")...); !strings.Contains(s.stdout, "wire") {
+		t.Fatalf("snapshots after remote tag: %s", s)
+	}
+	rw := mustCoffer(t, nil, cat(adm, "rewrite", "--exclude", "/"+strings.TrimPrefix(src, "/")+"/d/e", "--forget")...)
+	if !strings.Contains(rw.stdout, "2 snapshots rewritten, 0 unchanged, 2 forgotten") {
+		t.Fatalf("remote rewrite: %s", rw)
+	}
+	if f := run("find", "deep.txt"); !strings.Contains(f.stdout, "0 matches in 0 of 2 snapshots") {
+		t.Fatalf("find after the remote rewrite: %s", f)
+	}
+	mustCoffer(t, nil, cat(adm, "prune")...)
 }

@@ -20,11 +20,9 @@ paths from the snapshot root. All snapshots, or those given. A new snapshot keep
 the time, host, paths and tags of the old one and records its ID ("original");
 snapshots in which nothing matches stay as they are. With --forget the old
 snapshots are forgotten; a prune then removes the data only the excluded
-entries used from the drives. Audited with counts only.`,
+entries used from the drives. Audited with counts only. With --remote it
+needs an admin key.`,
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if err := g.refuseRemote("rewrite"); err != nil {
-				return err
-			}
 			if len(excludes) == 0 {
 				return usagef("rewrite needs at least one --exclude PATTERN")
 			}
@@ -36,12 +34,23 @@ entries used from the drives. Audited with counts only.`,
 				}
 				o.Exclude = append(o.Exclude, p)
 			}
-			e, t, err := g.openTenant(cmd)
-			if err != nil {
-				return err
+			var rep *engine.RewriteReport
+			var err error
+			if g.remote != "" {
+				cl, derr := g.dialRemote(cmd.Context())
+				if derr != nil {
+					return derr
+				}
+				defer cl.Close()
+				rep, err = cl.Rewrite(cmd.Context(), a, o)
+			} else {
+				e, t, oerr := g.openTenant(cmd)
+				if oerr != nil {
+					return oerr
+				}
+				defer e.Close()
+				rep, err = t.Rewrite(cmd.Context(), a, o)
 			}
-			defer e.Close()
-			rep, err := t.Rewrite(cmd.Context(), a, o)
 			if rep == nil {
 				return err
 			}

@@ -17,27 +17,36 @@ func newTagCmd(g *globals) *cobra.Command {
 		Long: `Change the tags of the snapshots given: --set replaces them all (--set ""
 removes every tag), then --remove takes tags away and --add adds them. Each flag
 takes a comma-separated list and may be repeated. A snapshot keeps its ID; its
-sealed record is written again. The audit entry "tag" counts the snapshots
+sealed record is written again. With --remote it needs an admin key. The audit entry "tag" counts the snapshots
 changed and names them by ID, never by tag.`,
 		Args: args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			if err := g.refuseRemote("tag"); err != nil {
-				return err
-			}
 			o := engine.TagOptions{Add: add, Remove: remove, Replace: cmd.Flags().Changed("set")}
 			for _, t := range set {
 				if t != "" {
 					o.Set = append(o.Set, t)
 				}
 			}
-			e, t, err := g.openTenant(cmd)
-			if err != nil {
-				return err
-			}
-			defer e.Close()
-			rep, err := t.Tag(cmd.Context(), a, o)
-			if err != nil {
-				return err
+			var rep *engine.TagReport
+			if g.remote != "" {
+				cl, err := g.dialRemote(cmd.Context())
+				if err != nil {
+					return err
+				}
+				defer cl.Close()
+				rep, err = cl.Tag(cmd.Context(), a, o)
+				if err != nil {
+					return err
+				}
+			} else {
+				e, t, err := g.openTenant(cmd)
+				if err != nil {
+					return err
+				}
+				defer e.Close()
+				if rep, err = t.Tag(cmd.Context(), a, o); err != nil {
+					return err
+				}
 			}
 			if g.json {
 				return g.printJSON(rep)

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"fmt"
 
 	"coffer/chunk"
 	"coffer/engine"
@@ -22,4 +23,37 @@ func (cl *Client) OpenSnapshot(ctx context.Context, ref string) (*engine.Snapsho
 		return nil, nil, err
 	}
 	return s, &remoteReader{cl: cl, hasher: chunk.NewHasher(key)}, nil
+}
+
+// Tag changes the tags of snapshots of the key's tenant on the server, as
+// engine.Tenant.Tag does locally. It needs an admin key. On an error after
+// part of the work, the report lists what was done.
+func (cl *Client) Tag(ctx context.Context, ids []string, o engine.TagOptions) (*engine.TagReport, error) {
+	rep, err := cl.admin(ctx, request{Op: opTag, IDs: ids, Tag: &o})
+	if rep == nil || rep.Tag == nil {
+		if err == nil {
+			err = fmt.Errorf("%w: tag answered without a report", ErrProtocol)
+		}
+		return nil, err
+	}
+	return rep.Tag, err
+}
+
+// Rewrite writes snapshots of the key's tenant again without the entries
+// o.Exclude matches, on the server, as engine.Tenant.Rewrite does locally.
+// It needs an admin key. On an error after part of the work, the report
+// says what was done.
+func (cl *Client) Rewrite(ctx context.Context, ids []string, o engine.RewriteOptions) (*engine.RewriteReport, error) {
+	req := request{Op: opRewrite, IDs: ids, Forget: o.Forget, DryRun: o.DryRun}
+	for _, p := range o.Exclude {
+		req.Excludes = append(req.Excludes, p.Glob) // a full-path pattern starts with "/"
+	}
+	rep, err := cl.admin(ctx, req)
+	if rep == nil || rep.Rewrite == nil {
+		if err == nil {
+			err = fmt.Errorf("%w: rewrite answered without a report", ErrProtocol)
+		}
+		return nil, err
+	}
+	return rep.Rewrite, err
 }
