@@ -56,6 +56,9 @@ are named from PATH's own name down ("www/index.html" for /srv/www).`,
 				_, err := engine.DumpFrom(ctx, r, s, a[1], g.stdout)
 				return err
 			}
+			if isTerminal(g.stdout) {
+				return usagef("dump of a folder writes a %s archive: redirect standard output to a file or a pipe", format)
+			}
 			// Archive headers are many small writes: buffered.
 			bw := bufio.NewWriterSize(g.stdout, 256<<10)
 			if src.t != nil {
