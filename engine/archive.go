@@ -3,11 +3,14 @@ package engine
 import (
 	"archive/tar"
 	"archive/zip"
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -272,14 +275,20 @@ func devMinor(dev uint64) uint32 {
 	return uint32(((dev & 0x00000000000000ff) >> 0) | ((dev & 0x00000ffffff00000) >> 12))
 }
 
-// contentAhead is how many groups copyContent reads ahead of the writer.
-// Each holds at most restoreSpan bytes of plaintext.
-const contentAhead = 4
+// Read-ahead of copyContent: a window is consecutive blobs of a file of at
+// most contentWindow bytes of plaintext (at least one blob); at most
+// contentAhead windows wait for the writer, so a dump holds about
+// (contentAhead+2) × contentWindow bytes.
+const (
+	contentWindow = 8 << 20
+	contentAhead  = 2
+)
 
 // copyContent writes the content of file n (at path p, for errors) to w,
-// reading it through r in groups of nearby blobs of one pack, in order
-// (restoreGap and restoreSpan bound a group, as a restore's), with up to
-// contentAhead groups read ahead of w. It returns the bytes written; a
+// reading it through r as a restore does: window by window, each window's
+// blobs sorted by pack and offset and read in groups of nearby blobs of one
+// pack (restoreGap, restoreSpan), then written in file order, with up to
+// contentAhead windows read ahead of w. It returns the bytes written; a
 // content that is not n.Size bytes is ErrDamage.
 func copyContent(ctx context.Context, r SnapshotReader, p string, n *tree.Node, w io.Writer) (int64, error) {
 	g, gctx := errgroup.WithContext(ctx)
@@ -296,19 +305,16 @@ func copyContent(ctx context.Context, r SnapshotReader, p string, n *tree.Node, 
 				return fmt.Errorf("%w: %s: %d places for %d chunks", ErrDamage, p, len(places), k)
 			}
 			for len(places) > 0 {
-				grp := places[:contentGroup(places)]
-				places = places[len(grp):]
-				out := make([][]byte, len(grp))
-				err := r.ReadGroup(gctx, grp, func(i int, data []byte) error {
-					if i < 0 || i >= len(out) {
-						return fmt.Errorf("%w: a reader gave blob %d of a group of %d", ErrDamage, i, len(out))
-					}
-					out[i] = append([]byte(nil), data...)
-					return nil
-				})
+				m, size := 1, uint64(places[0].Size)
+				for m < len(places) && size+uint64(places[m].Size) <= contentWindow {
+					size += uint64(places[m].Size)
+					m++
+				}
+				out, err := readWindow(gctx, r, places[:m])
 				if err != nil {
 					return errNotData(p, err)
 				}
+				places = places[m:]
 				select {
 				case bufs <- out:
 				case <-gctx.Done():
@@ -342,22 +348,51 @@ func copyContent(ctx context.Context, r SnapshotReader, p string, n *tree.Node, 
 	return written, err
 }
 
-// contentGroup is how many of places (in file order) form the next read
-// group: blobs of one pack, each after the previous within restoreGap,
-// spanning at most restoreSpan bytes, at most MaxReadGroup.
-func contentGroup(places []BlobPlace) int {
-	k := 1
-	start := places[0].Offset
-	end := start + places[0].Length
-	for k < len(places) && k < MaxReadGroup {
-		c := places[k]
-		if c.Pack != places[0].Pack || c.Offset < end || c.Offset > end+restoreGap || c.Offset+c.Length-start > restoreSpan {
-			break
-		}
-		end = c.Offset + c.Length
-		k++
+// readWindow reads the blobs of places (a window of a file, in file order)
+// and returns their plaintexts in that order: sorted by pack and offset,
+// and read in groups of nearby blobs of one pack, as batchChunks groups a
+// restore's chunks.
+func readWindow(ctx context.Context, r SnapshotReader, places []BlobPlace) ([][]byte, error) {
+	order := make([]int, len(places))
+	for i := range order {
+		order[i] = i
 	}
-	return k
+	slices.SortStableFunc(order, func(a, b int) int {
+		if c := bytes.Compare(places[a].Pack[:], places[b].Pack[:]); c != 0 {
+			return c
+		}
+		return cmp.Compare(places[a].Offset, places[b].Offset)
+	})
+	out := make([][]byte, len(places))
+	for len(order) > 0 {
+		first := places[order[0]]
+		k, end := 1, first.Offset+first.Length
+		for k < len(order) && k < MaxReadGroup {
+			c := places[order[k]]
+			if c.Pack != first.Pack || c.Offset > end+restoreGap || c.Offset+c.Length-first.Offset > restoreSpan {
+				break
+			}
+			end = max(end, c.Offset+c.Length)
+			k++
+		}
+		idx := order[:k]
+		grp := make([]BlobPlace, k)
+		for i, j := range idx {
+			grp[i] = places[j]
+		}
+		err := r.ReadGroup(ctx, grp, func(i int, data []byte) error {
+			if i < 0 || i >= len(idx) {
+				return fmt.Errorf("%w: a reader gave blob %d of a group of %d", ErrDamage, i, len(idx))
+			}
+			out[idx[i]] = append([]byte(nil), data...)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		order = order[k:]
+	}
+	return out, nil
 }
 
 // DumpArchive writes the folder (or file) at p of snapshot s to w as an

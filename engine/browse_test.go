@@ -442,14 +442,15 @@ func TestContentGroups(t *testing.T) {
 	e := itOpen(t, dir)
 	tn := itTenant(t, e, "acme")
 	src := filepath.Join(t.TempDir(), "src")
-	itBuildTree(t, src, []itEntry{{path: "big.bin", kind: 'f', size: 6 << 20}})
+	itBuildTree(t, src, []itEntry{{path: "big.bin", kind: 'f', size: 12 << 20}})
 	s := itBackup(t, tn, src)
 	gr := &groupCounter{SnapshotReader: tn.Reader()}
 	var buf bytes.Buffer
 	if _, err := WriteArchive(ctx, gr, s, src+"/big.bin", ArchiveTar, &buf); err != nil {
 		t.Fatal(err)
 	}
-	if gr.blobs < 3 || gr.groups*2 > gr.blobs {
+	t.Logf("%d blobs in %d groups", gr.blobs, gr.groups)
+	if gr.blobs < 6 || gr.groups > gr.blobs-3 {
 		t.Fatalf("%d blobs in %d groups", gr.blobs, gr.groups)
 	}
 }
