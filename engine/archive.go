@@ -5,11 +5,13 @@ import (
 	"archive/zip"
 	"bytes"
 	"cmp"
+	"compress/flate"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -66,6 +68,11 @@ func WriteArchive(ctx context.Context, r SnapshotReader, s *Snapshot, p, format 
 		a.tw = tar.NewWriter(w)
 	default:
 		a.zw = zip.NewWriter(w)
+		// Deflate at its fastest: backups hold much that does not
+		// compress, and the default level costs several times the time.
+		a.zw.RegisterCompressor(zip.Deflate, func(out io.Writer) (io.WriteCloser, error) {
+			return flate.NewWriter(out, flate.BestSpeed)
+		})
 	}
 	err = a.run(n, rel)
 	if err == nil {
@@ -276,25 +283,30 @@ func devMinor(dev uint64) uint32 {
 }
 
 // Read-ahead of copyContent: a window is consecutive blobs of a file of at
-// most contentWindow bytes of plaintext (at least one blob); at most
-// contentAhead windows wait for the writer, so a dump holds about
-// (contentAhead+2) × contentWindow bytes.
-const (
-	contentWindow = 8 << 20
-	contentAhead  = 2
-)
+// most contentWindow bytes of plaintext (at least one blob); up to
+// contentAhead windows are read at once (opening blobs costs a core each:
+// one per core, at least 2) and wait for the writer in order, so a dump
+// holds about (contentAhead+1) × contentWindow bytes.
+const contentWindow = 8 << 20
+
+var contentAhead = max(2, runtime.GOMAXPROCS(0))
 
 // copyContent writes the content of file n (at path p, for errors) to w,
 // reading it through r as a restore does: window by window, each window's
 // blobs sorted by pack and offset and read in groups of nearby blobs of one
 // pack (restoreGap, restoreSpan), then written in file order, with up to
-// contentAhead windows read ahead of w. It returns the bytes written; a
-// content that is not n.Size bytes is ErrDamage.
+// contentAhead windows read at once ahead of w. It returns the bytes
+// written; a content that is not n.Size bytes is ErrDamage.
 func copyContent(ctx context.Context, r SnapshotReader, p string, n *tree.Node, w io.Writer) (int64, error) {
+	type window struct {
+		done chan struct{} // closed when out or err is set
+		out  [][]byte
+		err  error
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	bufs := make(chan [][]byte, contentAhead)
+	queue := make(chan *window, contentAhead) // in file order
 	g.Go(func() error {
-		defer close(bufs)
+		defer close(queue)
 		for ids := n.Content; len(ids) > 0; {
 			k := min(len(ids), MaxReadGroup)
 			places, err := r.Locate(gctx, ids[:k])
@@ -310,16 +322,21 @@ func copyContent(ctx context.Context, r SnapshotReader, p string, n *tree.Node, 
 					size += uint64(places[m].Size)
 					m++
 				}
-				out, err := readWindow(gctx, r, places[:m])
-				if err != nil {
-					return errNotData(p, err)
-				}
+				win, wp := &window{done: make(chan struct{})}, places[:m]
 				places = places[m:]
 				select {
-				case bufs <- out:
+				case queue <- win: // a place in the queue bounds the windows in flight
 				case <-gctx.Done():
 					return gctx.Err()
 				}
+				g.Go(func() error {
+					defer close(win.done)
+					win.out, win.err = readWindow(gctx, r, wp)
+					if win.err != nil {
+						win.err = errNotData(p, win.err)
+					}
+					return win.err
+				})
 			}
 			ids = ids[k:]
 		}
@@ -327,8 +344,16 @@ func copyContent(ctx context.Context, r SnapshotReader, p string, n *tree.Node, 
 	})
 	var written int64
 	g.Go(func() error {
-		for out := range bufs {
-			for _, data := range out {
+		for win := range queue {
+			select {
+			case <-win.done:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			if win.err != nil {
+				return win.err
+			}
+			for _, data := range win.out {
 				if data == nil || uint64(written)+uint64(len(data)) > n.Size {
 					return fmt.Errorf("%w: %s: content is more than the %d bytes the snapshot says", ErrDamage, p, n.Size)
 				}
@@ -338,6 +363,7 @@ func copyContent(ctx context.Context, r SnapshotReader, p string, n *tree.Node, 
 					return fmt.Errorf("write output: %w", err)
 				}
 			}
+			win.out = nil
 		}
 		if uint64(written) != n.Size && gctx.Err() == nil {
 			return fmt.Errorf("%w: %s: content is %d bytes, the snapshot says %d", ErrDamage, p, written, n.Size)
