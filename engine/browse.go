@@ -35,8 +35,9 @@ type Pattern struct {
 }
 
 // ParsePattern checks a glob and says what it matches: a pattern that
-// starts with "/" (or with full set) matches full paths, others names.
-// A malformed glob is an error wrapping ErrInvalid.
+// starts with "/" (or with full set) matches full paths, others names. A
+// malformed glob, or a name glob with a "/", is an error wrapping
+// ErrInvalid.
 func ParsePattern(glob string, full bool) (Pattern, error) {
 	if glob == "" {
 		return Pattern{}, invalidf("an empty pattern matches nothing")
@@ -47,10 +48,13 @@ func ParsePattern(glob string, full bool) (Pattern, error) {
 	if strings.HasPrefix(glob, "/") {
 		full = true
 	}
+	if !full && strings.Contains(glob, "/") {
+		return Pattern{}, invalidf("pattern %q holds a \"/\" but names never do: start it with \"/\" to match full paths from the snapshot root", glob)
+	}
 	if full && !strings.HasPrefix(glob, "/") {
 		glob = "/" + glob
 	}
-	return Pattern{Glob: path.Clean(glob), Full: full || strings.HasPrefix(glob, "/")}, nil
+	return Pattern{Glob: path.Clean(glob), Full: full}, nil
 }
 
 // Match reports whether the entry named name at full path p ("/a/b")
