@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -317,23 +316,29 @@ const maxAuditIDs = 24
 // forgetAuditDetail names the forgotten snapshots by ID: numbers and IDs
 // only.
 func forgetAuditDetail(rep *ForgetReport) string {
-	d := fmt.Sprintf("forgotten=%d kept=%d", len(rep.Removed), rep.Kept)
-	if len(rep.Removed) == 0 {
-		return d
-	}
-	var ids []string
+	ids := make([]string, len(rep.Removed))
 	for i, r := range rep.Removed {
-		if i == maxAuditIDs {
+		ids[i] = r.ID
+	}
+	return idsDetail(fmt.Sprintf("forgotten=%d kept=%d", len(rep.Removed), rep.Kept), ids)
+}
+
+// idsDetail appends up to maxAuditIDs snapshot IDs (hex) to an audit
+// detail, counting the rest as omitted.
+func idsDetail(d string, ids []string) string {
+	var ok []string
+	for _, id := range ids {
+		if len(ok) == maxAuditIDs {
 			break
 		}
-		if _, err := hex.DecodeString(r.ID); err == nil {
-			ids = append(ids, r.ID)
+		if decodeHexInto(make([]byte, len(id)/2), id) == nil {
+			ok = append(ok, id)
 		}
 	}
-	if len(ids) > 0 {
-		d += " snapshots=" + strings.Join(ids, ":")
+	if len(ok) > 0 {
+		d += " snapshots=" + strings.Join(ok, ":")
 	}
-	if n := len(rep.Removed) - len(ids); n > 0 {
+	if n := len(ids) - len(ok); n > 0 {
 		d += fmt.Sprintf(" omitted=%d", n)
 	}
 	return d

@@ -195,24 +195,3 @@ func (t *Tenant) rewriteRecord(ctx context.Context, s *Snapshot, indexed uint64)
 	}
 	return nil
 }
-
-// idsDetail appends up to maxAuditIDs snapshot IDs (hex) to an audit
-// detail, counting the rest as omitted.
-func idsDetail(d string, ids []string) string {
-	var ok []string
-	for _, id := range ids {
-		if len(ok) == maxAuditIDs {
-			break
-		}
-		if decodeHexInto(make([]byte, len(id)/2), id) == nil {
-			ok = append(ok, id)
-		}
-	}
-	if len(ok) > 0 {
-		d += " snapshots=" + strings.Join(ok, ":")
-	}
-	if n := len(ids) - len(ok); n > 0 {
-		d += fmt.Sprintf(" omitted=%d", n)
-	}
-	return d
-}
