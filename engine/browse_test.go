@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -792,4 +793,37 @@ func FuzzBrowseTree(f *testing.F) {
 		_, _ = WriteArchive(ctx, m, s, "/", ArchiveTar, io.Discard)
 		_, _ = WriteArchive(ctx, m, s, "/", ArchiveZip, io.Discard)
 	})
+}
+
+// TestTagAfterCrash: a tag whose index batch was lost (a crash after the
+// record reached the drives) leaves the drives a version ahead; the next
+// tag writes the version after the drives' newest, so no two different
+// records share a version.
+func TestTagAfterCrash(t *testing.T) {
+	ctx := context.Background()
+	f := newBrowseFixture(t)
+	tn := f.tn
+	var sid [16]byte
+	decodeHexInto(sid[:], f.a.ID)
+	name := snapshotRecordName(tn.id, sid)
+	c := *f.a
+	c.ID, c.Tags = "", []string{"lost"}
+	body, _ := json.Marshal(&c)
+	if err := tn.e.rp().PutRecord(ctx, name, sealRecord(&tn.keys.meta, recSnapshot, 0, 2, tn.id, name, body)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.Tag(ctx, []string{f.a.ID}, TagOptions{Add: []string{"after"}}); err != nil {
+		t.Fatal(err)
+	}
+	best, err := tn.e.newestOnDrives(ctx, name, recSnapshot, []*[KeySize]byte{&tn.keys.meta}, tn.id)
+	if err != nil || best == nil || best.Version != 3 {
+		t.Fatalf("drives: %+v %v", best, err)
+	}
+	if rec, err := tn.e.db.Snapshot(index.TenantID(tn.id), sid); err != nil || rec.Version != 3 {
+		t.Fatalf("index: %+v %v", rec, err)
+	}
+	s, _ := tn.FindSnapshot(ctx, f.a.ID)
+	if !slices.Equal(s.Tags, []string{"after"}) {
+		t.Fatalf("tags %q", s.Tags)
+	}
 }
