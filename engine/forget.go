@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -139,8 +138,25 @@ func (t *Tenant) Forget(ctx context.Context, ids []string, o ForgetOptions) (rep
 		return rep, nil
 	}
 
-	// Tombstones on the drives first; the index forgets only what the drives
-	// already hold as forgotten.
+	done, errs := t.forgetSnapshots(ctx, remove, versions)
+	if len(errs) > 0 {
+		// Report what was really forgotten.
+		rep.Removed = rep.Removed[:0]
+		for _, s := range done {
+			rep.Removed = append(rep.Removed, forgetItem(s, nil))
+		}
+		rep.Kept = len(all) - len(done)
+		return rep, fmt.Errorf("forget: %d of %d snapshots forgotten: %w", len(done), len(remove), errors.Join(errs...))
+	}
+	return rep, nil
+}
+
+// forgetSnapshots forgets remove (the caller holds the tenant's lock):
+// tombstones on the drives first, then, for those written, the index in
+// one synced batch; the index forgets only what the drives already hold as
+// forgotten. versions holds each snapshot's record version. It returns the
+// snapshots forgotten and the errors met.
+func (t *Tenant) forgetSnapshots(ctx context.Context, remove []*Snapshot, versions map[string]uint64) ([]*Snapshot, []error) {
 	var done []*Snapshot
 	var errs []error
 	for _, s := range remove {
@@ -169,16 +185,7 @@ func (t *Tenant) Forget(ctx context.Context, ids []string, o ForgetOptions) (rep
 			errs = append(errs, fmt.Errorf("remove forgotten snapshots from the index: %w", cerr))
 		}
 	}
-	if len(errs) > 0 {
-		// Report what was really forgotten.
-		rep.Removed = rep.Removed[:0]
-		for _, s := range done {
-			rep.Removed = append(rep.Removed, forgetItem(s, nil))
-		}
-		rep.Kept = len(all) - len(done)
-		return rep, fmt.Errorf("forget: %d of %d snapshots forgotten: %w", len(done), len(remove), errors.Join(errs...))
-	}
-	return rep, nil
+	return done, errs
 }
 
 // writeTombstone writes the sealed tombstone of snapshot id (hex), version
@@ -322,23 +329,29 @@ const maxAuditIDs = 24
 // forgetAuditDetail names the forgotten snapshots by ID: numbers and IDs
 // only.
 func forgetAuditDetail(rep *ForgetReport) string {
-	d := fmt.Sprintf("forgotten=%d kept=%d", len(rep.Removed), rep.Kept)
-	if len(rep.Removed) == 0 {
-		return d
-	}
-	var ids []string
+	ids := make([]string, len(rep.Removed))
 	for i, r := range rep.Removed {
-		if i == maxAuditIDs {
+		ids[i] = r.ID
+	}
+	return idsDetail(fmt.Sprintf("forgotten=%d kept=%d", len(rep.Removed), rep.Kept), ids)
+}
+
+// idsDetail appends up to maxAuditIDs snapshot IDs (hex) to an audit
+// detail, counting the rest as omitted.
+func idsDetail(d string, ids []string) string {
+	var ok []string
+	for _, id := range ids {
+		if len(ok) == maxAuditIDs {
 			break
 		}
-		if _, err := hex.DecodeString(r.ID); err == nil {
-			ids = append(ids, r.ID)
+		if decodeHexInto(make([]byte, len(id)/2), id) == nil {
+			ok = append(ok, id)
 		}
 	}
-	if len(ids) > 0 {
-		d += " snapshots=" + strings.Join(ids, ":")
+	if len(ok) > 0 {
+		d += " snapshots=" + strings.Join(ok, ":")
 	}
-	if n := len(rep.Removed) - len(ids); n > 0 {
+	if n := len(ids) - len(ok); n > 0 {
 		d += fmt.Sprintf(" omitted=%d", n)
 	}
 	return d

@@ -15,16 +15,19 @@ import (
 // Snapshot is one backup: when, of what, and the root tree. Its record is
 // sealed under the tenant's metadata key; only its random ID is visible.
 type Snapshot struct {
-	ID       string        `json:"id"`
-	Time     time.Time     `json:"time"`
-	Host     string        `json:"hostname"`
-	Paths    []string      `json:"paths"`
-	Tags     []string      `json:"tags,omitempty"`
-	Excludes []string      `json:"excludes,omitempty"`
-	Username string        `json:"username,omitempty"`
-	Tree     string        `json:"tree"`
-	Parent   string        `json:"parent,omitempty"`
-	Program  string        `json:"program_version"`
+	ID       string    `json:"id"`
+	Time     time.Time `json:"time"`
+	Host     string    `json:"hostname"`
+	Paths    []string  `json:"paths"`
+	Tags     []string  `json:"tags,omitempty"`
+	Excludes []string  `json:"excludes,omitempty"`
+	Username string    `json:"username,omitempty"`
+	Tree     string    `json:"tree"`
+	Parent   string    `json:"parent,omitempty"`
+	Program  string    `json:"program_version"`
+	// Original is the snapshot this one was rewritten from (coffer
+	// rewrite); empty for a backup.
+	Original string        `json:"original,omitempty"`
 	Stats    SnapshotStats `json:"summary"`
 }
 

@@ -129,7 +129,7 @@ func wireRemote(root *cobra.Command, g *globals) {
 			continue
 		}
 		switch name {
-		case "snapshots", "ls", "dump", "restore":
+		case "snapshots", "ls", "restore": // dump reads through openSnapshots (cmd_dump.go)
 			c.RunE = func(cmd *cobra.Command, a []string) error {
 				if g.remote == "" {
 					return local(cmd, a)

@@ -88,26 +88,6 @@ func newLsCmd(g *globals) *cobra.Command {
 	}
 }
 
-func newDumpCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "dump SNAPSHOT PATH",
-		Short: "Write one file's content from a snapshot to standard output",
-		Args:  args(cobra.ExactArgs(2)),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			e, t, err := g.openTenantRebuilding(cmd)
-			if err != nil {
-				return err
-			}
-			defer e.Close()
-			s, err := t.FindSnapshot(cmd.Context(), a[0])
-			if err != nil {
-				return err
-			}
-			return t.Dump(cmd.Context(), s, a[1], g.stdout)
-		},
-	}
-}
-
 func newRestoreCmd(g *globals) *cobra.Command {
 	var target string
 	var includes []string

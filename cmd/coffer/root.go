@@ -126,6 +126,12 @@ packed and Reed-Solomon coded across drives in different racks.`,
 		newServeCmd(g),
 		newNotifyCmd(g),
 		newMetricsCmd(g),
+		newFindCmd(g),
+		newDiffCmd(g),
+		newStatsCmd(g),
+		newTagCmd(g),
+		newRewriteCmd(g),
+		newVersionCmd(g),
 	)
 	wireRemote(root, g)
 	for _, c := range root.Commands() {

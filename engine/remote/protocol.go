@@ -61,6 +61,8 @@ const (
 	opCommit    = "commit"    // commit: snapshot description → "snapshot", then "end"; ends the session
 	opForget    = "forget"    // admin only; ids or policy, dry_run → "data" frames with the JSON adminReport (forget), then "end" (or "error" after a partial report)
 	opPrune     = "prune"     // admin only; max_unused, dry_run → "data" frames with the JSON adminReport (prune), then "end" (or "error" after a partial report)
+	opTag       = "tag"       // admin only; ids, tag → "data" frames with the JSON adminReport (tag), then "end" (or "error" after a partial report)
+	opRewrite   = "rewrite"   // admin only; ids, excludes, forget, dry_run → "data" frames with the JSON adminReport (rewrite), then "end" (or "error" after a partial report)
 )
 
 // Upload limits. A put's payload is padded to a size class (padClass) and
@@ -136,14 +138,22 @@ type request struct {
 	DryRun bool `json:"dry_run,omitempty"`
 	// Prune: repack packs with more than this share unused (0: default).
 	MaxUnused float64 `json:"max_unused,omitempty"`
+	// Tag: the change of tags (IDs name the snapshots).
+	Tag *engine.TagOptions `json:"tag,omitempty"`
+	// Rewrite: the exclude patterns (a full-path one starts with "/"), and
+	// whether to forget the rewritten snapshots.
+	Excludes []string `json:"excludes,omitempty"`
+	Forget   bool     `json:"forget,omitempty"`
 }
 
 // adminReport is the body of a forget or prune response: the local
 // command's report, and the name of the key's own tenant (for printing).
 type adminReport struct {
-	Tenant string               `json:"tenant"`
-	Forget *engine.ForgetReport `json:"forget,omitempty"`
-	Prune  *engine.PruneReport  `json:"prune,omitempty"`
+	Tenant  string                `json:"tenant"`
+	Forget  *engine.ForgetReport  `json:"forget,omitempty"`
+	Prune   *engine.PruneReport   `json:"prune,omitempty"`
+	Tag     *engine.TagReport     `json:"tag,omitempty"`
+	Rewrite *engine.RewriteReport `json:"rewrite,omitempty"`
 }
 
 // Bounds of the admin requests: snapshot references in one forget, and the
@@ -151,6 +161,9 @@ type adminReport struct {
 const (
 	maxForgetIDs   = 10000
 	maxReportBytes = 64 << 20
+	// Rewrite: patterns per request and bytes per pattern.
+	maxExcludes   = 256
+	maxExcludeLen = 4096
 )
 
 // response is a response frame header.

@@ -561,6 +561,9 @@ var roleFor = map[string][]string{
 	// Deleting is for admin keys only: a backup key is append-only.
 	opForget: {engine.RoleAdmin},
 	opPrune:  {engine.RoleAdmin},
+	// Tags and rewrites change snapshots: admin keys only.
+	opTag:     {engine.RoleAdmin},
+	opRewrite: {engine.RoleAdmin},
 }
 
 // handle answers one request and returns its outcome ("ok" or an error
@@ -654,7 +657,7 @@ func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *requ
 		return end()
 	case opRestore, opLocate, opBlobs:
 		return sc.handleRestore(ctx, w, t, req, body, fail, errOut, end)
-	case opForget, opPrune:
+	case opForget, opPrune, opTag, opRewrite:
 		return sc.handleAdmin(ctx, w, t, req, body, fail, errOut, end)
 	case opTree, opBegin, opHave, opPut, opCommit:
 		return sc.handleIngest(ctx, w, t, req, body, fail, errOut, end)
@@ -888,6 +891,33 @@ func (sc *serverConn) handleAdmin(ctx context.Context, w *deadlineWriter, t *eng
 	case opPrune:
 		rep.Prune, err = t.Prune(ctx, engine.PruneOptions{MaxUnusedPercent: req.MaxUnused, DryRun: req.DryRun})
 		if rep.Prune == nil {
+			return errOut(err)
+		}
+	case opTag:
+		if len(req.IDs) > maxForgetIDs || req.Tag == nil {
+			return fail(codeInvalid, fmt.Sprintf("tag takes 1 to %d snapshots and a change of tags", maxForgetIDs))
+		}
+		rep.Tag, err = t.Tag(ctx, req.IDs, *req.Tag)
+		if rep.Tag == nil {
+			return errOut(err)
+		}
+	case opRewrite:
+		if len(req.IDs) > maxForgetIDs || len(req.Excludes) > maxExcludes {
+			return fail(codeInvalid, fmt.Sprintf("rewrite takes at most %d snapshots and %d patterns", maxForgetIDs, maxExcludes))
+		}
+		o := engine.RewriteOptions{Forget: req.Forget, DryRun: req.DryRun}
+		for _, x := range req.Excludes {
+			if len(x) > maxExcludeLen {
+				return fail(codeInvalid, fmt.Sprintf("a pattern is at most %d bytes", maxExcludeLen))
+			}
+			p, perr := engine.ParsePattern(x, false)
+			if perr != nil {
+				return errOut(perr)
+			}
+			o.Exclude = append(o.Exclude, p)
+		}
+		rep.Rewrite, err = t.Rewrite(ctx, req.IDs, o)
+		if rep.Rewrite == nil {
 			return errOut(err)
 		}
 	}

@@ -300,7 +300,7 @@ func TestRemoteBackupWrongID(t *testing.T) {
 	checkRepo(t, f.e)
 }
 
-// TestRemoteBackupRoles: a backup key backs up but cannot forget, prune,
+// TestRemoteBackupRoles: a backup key backs up but cannot forget, prune, tag, rewrite,
 // dump or restore; a restore key cannot back up.
 func TestRemoteBackupRoles(t *testing.T) {
 	f := newIngestFixture(t)
@@ -311,7 +311,7 @@ func TestRemoteBackupRoles(t *testing.T) {
 	if _, err := cl.Backup(ctx, []string{src}, BackupOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for _, op := range []string{opForget, opPrune} {
+	for _, op := range []string{opForget, opPrune, opTag, opRewrite} {
 		cl := f.dial(t, f.key(t, "alice", "backup"))
 		cl.mu.Lock()
 		err := cl.send(ctx, request{Op: op, Snapshot: "latest"})
