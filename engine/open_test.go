@@ -431,3 +431,102 @@ func TestOpenLockedTenant(t *testing.T) {
 		t.Fatalf("open after the lock: %v", err)
 	}
 }
+
+// memBlobs is a SnapshotReader of data blobs in memory (no trees).
+type memBlobs struct {
+	memReader
+	blobs map[tree.ID][]byte
+}
+
+func (m memBlobs) Locate(_ context.Context, ids []tree.ID) ([]BlobPlace, error) {
+	out := make([]BlobPlace, len(ids))
+	for i, id := range ids {
+		b, ok := m.blobs[id]
+		if !ok {
+			return nil, ErrBlobNotFound
+		}
+		out[i] = BlobPlace{ID: id, Offset: uint32(id[1]) << 16, Length: uint32(len(b)), Size: uint32(len(b))}
+	}
+	return out, nil
+}
+
+func (m memBlobs) ReadGroup(_ context.Context, grp []BlobPlace, fn func(int, []byte) error) error {
+	for i, p := range grp {
+		if err := fn(i, m.blobs[p.ID]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FuzzOpenReadAt: ReadAt of any range of a file of chunks of any sizes,
+// with a hole anywhere, equals its content, with or without read-ahead.
+func FuzzOpenReadAt(f *testing.F) {
+	f.Add(uint64(1), int64(0), uint16(100), uint16(10), uint16(50), false)
+	f.Add(uint64(2), int64(999), uint16(4000), uint16(0), uint16(0), true)
+	f.Add(uint64(3), int64(-1), uint16(1), uint16(300), uint16(2000), true)
+	f.Fuzz(func(t *testing.T, seed uint64, off int64, n, holeAt, holeLen uint16, ahead bool) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		m := memBlobs{blobs: map[tree.ID][]byte{}}
+		var content []byte
+		node := &tree.Node{Name: "f", Type: tree.File}
+		for k := 0; k < 1+rng.IntN(20); k++ {
+			b := make([]byte, 1+rng.IntN(700))
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			content = append(content, b...)
+		}
+		if int(holeAt)+int(holeLen) <= len(content) && holeLen > 0 {
+			clear(content[holeAt : int(holeAt)+int(holeLen)])
+			node.Holes = []tree.Extent{{Off: uint64(holeAt), Len: uint64(holeLen)}}
+		}
+		// Cut content into chunks again at random, so holes and chunk
+		// borders fall anywhere.
+		for rest := content; len(rest) > 0; {
+			k := min(len(rest), 1+rng.IntN(500))
+			var id tree.ID
+			id[0], id[1], id[2] = byte(len(node.Content)), byte(len(node.Content)>>8), 1
+			m.blobs[id] = rest[:k]
+			node.Content = append(node.Content, id)
+			rest = rest[k:]
+		}
+		node.Size = uint64(len(content))
+		ra := int64(-1)
+		if ahead {
+			ra = 4096
+		}
+		op, err := NewOpener(m, OpenerOptions{ReadAhead: ra})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer op.Close()
+		fl, err := op.OpenNode(node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, n)
+		got, err := fl.ReadAt(buf, off)
+		if off < 0 {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("ReadAt at %d: %v", off, err)
+			}
+			return
+		}
+		w, werr := readAtWant(content, off, int(n))
+		if n == 0 && off < int64(len(content)) {
+			w, werr = nil, nil
+		}
+		if err != werr || !bytes.Equal(buf[:got], w) {
+			t.Fatalf("ReadAt(%d at %d) of %d bytes = %d, %v; want %d, %v", n, off, len(content), got, err, len(w), werr)
+		}
+		// A second, sequential read finds what the read-ahead loaded.
+		if got > 0 {
+			got2, err := fl.ReadAt(buf, off+int64(got))
+			w, werr := readAtWant(content, off+int64(got), int(n))
+			if err != werr || !bytes.Equal(buf[:got2], w) {
+				t.Fatalf("second ReadAt: %d, %v; want %d, %v", got2, err, len(w), werr)
+			}
+		}
+	})
+}
