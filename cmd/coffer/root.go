@@ -115,6 +115,7 @@ packed and Reed-Solomon coded across drives in different racks.
 		newLsCmd(g),
 		newRestoreCmd(g),
 		newDumpCmd(g),
+		newMountCmd(g),
 		newCheckCmd(g),
 		newScrubCmd(g),
 		newIndexCmd(g),
