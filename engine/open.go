@@ -330,15 +330,7 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	if end == off {
 		return 0, nil
 	}
-	f.mu.Lock()
-	i, j, err := f.chunksLocked(ctx, off, end)
-	var ahead []BlobPlace
-	if err == nil {
-		ahead, err = f.aheadLocked(ctx, off, i, j)
-	}
-	places := append([]BlobPlace(nil), f.places[i:j+1]...)
-	offs := append([]int64(nil), f.offs[i:j+1]...)
-	f.mu.Unlock()
+	places, offs, ahead, err := f.plan(ctx, off, end)
 	if err != nil {
 		return 0, err
 	}
@@ -372,6 +364,22 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// plan returns the places and offsets of the chunks of [off, end), and
+// the chunks to read ahead.
+func (f *File) plan(ctx context.Context, off, end int64) (places []BlobPlace, offs []int64, ahead []BlobPlace, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i, j, err := f.chunksLocked(ctx, off, end)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	places = append([]BlobPlace(nil), f.places[i:j+1]...)
+	offs = append([]int64(nil), f.offs[i:j+1]...)
+	// A failed read-ahead plan fails nothing: the read goes on.
+	ahead, _ = f.aheadLocked(ctx, off, i, j)
+	return places, offs, ahead, nil
 }
 
 // inHoles reports whether [start, end) lies inside one hole.

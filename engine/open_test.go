@@ -530,3 +530,45 @@ func FuzzOpenReadAt(f *testing.F) {
 		}
 	})
 }
+
+// failingLocate fails its first Locate.
+type failingLocate struct {
+	SnapshotReader
+	failed atomic.Bool
+}
+
+func (f *failingLocate) Locate(ctx context.Context, ids []tree.ID) ([]BlobPlace, error) {
+	if !f.failed.Swap(true) {
+		return nil, errors.New("the server closed the connection")
+	}
+	return f.SnapshotReader.Locate(ctx, ids)
+}
+
+// TestOpenLocateFails: a read whose Locate fails returns the error and
+// leaves the file usable (a failed read once left it locked for good).
+func TestOpenLocateFails(t *testing.T) {
+	fx := newOpenFixture(t)
+	ctx := context.Background()
+	op, err := NewOpener(&failingLocate{SnapshotReader: fx.tn.Reader()}, OpenerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	f, err := op.Open(ctx, fx.s, fx.src+"/big.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadAt(make([]byte, 10), 0); err == nil {
+		t.Fatal("a read whose Locate failed succeeded")
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		checkReadAt(t, f, fx.files[fx.src+"/big.bin"], 0, 1<<20)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the read after a failed one hangs")
+	}
+}
