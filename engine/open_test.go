@@ -139,7 +139,7 @@ func TestOpenReadAt(t *testing.T) {
 		{big, 1 << 20, 3 << 20}, // several chunks
 		{big, int64(len(fx.files[big])) - 10, 10},
 		{big, int64(len(fx.files[big])) - 10, 100}, // past the end: EOF
-		{big, int64(len(fx.files[big])), 1},         // at the end: EOF
+		{big, int64(len(fx.files[big])), 1},        // at the end: EOF
 		{big, 1 << 30, 5},
 		{fx.src + "/big.link", 4 << 20, 1 << 20},
 		{fx.src + "/sub/small.txt", 0, 4096},
