@@ -112,7 +112,7 @@ func runMount(cmd *cobra.Command, g *globals, mnt string, cacheSize int64, allow
 		debug.SetMemoryLimit(src.op.Cache().Size() + mountOverhead)
 	}
 	ctx := cmd.Context()
-	m := &mountFS{op: src.op, snapshots: src.snapshots}
+	m := &mountFS{op: src.op, snapshots: src.snapshots, start: time.Now()}
 	if _, _, err := m.refresh(ctx); err != nil {
 		return err
 	}

@@ -39,6 +39,7 @@ const (
 type mountFS struct {
 	op        *engine.Opener
 	snapshots func(context.Context) ([]*engine.Snapshot, error)
+	start     time.Time // the times of the top folders
 
 	mu      sync.Mutex
 	list    []*engine.Snapshot // guarded by mu: oldest first
@@ -186,6 +187,7 @@ func validName(s string) bool {
 func (d *topDir) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	out.Mode = syscall.S_IFDIR | 0o555
 	out.Nlink = 2
+	out.SetTimes(&d.m.start, &d.m.start, &d.m.start)
 	return 0
 }
 
@@ -229,6 +231,7 @@ func (d *topDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*
 		return d.NewInode(ctx, &linkNode{target: e.link}, fs.StableAttr{Mode: syscall.S_IFLNK}), 0
 	case "top":
 		out.Mode = syscall.S_IFDIR | 0o555
+		out.SetTimes(&d.m.start, &d.m.start, &d.m.start)
 		if ch := d.GetChild(name); ch != nil {
 			return ch, 0
 		}
