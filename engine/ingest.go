@@ -44,6 +44,15 @@ func (t *Tenant) RemoteRestore(ctx context.Context, s *Snapshot) error {
 	return nil
 }
 
+// RemoteOpen audits the start of a remote client's random access to the
+// tenant's snapshots (a mount): action "open", detail "remote=1".
+func (t *Tenant) RemoteOpen(ctx context.Context) error {
+	if err := t.e.logAudit(ctx, "open", t.id, nil, "remote=1"); err != nil {
+		return fmt.Errorf("the audit entry of the open could not be written: %w", err)
+	}
+	return nil
+}
+
 // IngestParams is what a remote backup client needs to cut and name chunks
 // exactly as a local backup of the same tenant would: the chunker polynomial
 // and the content-ID key. It never includes the data or metadata key, so a

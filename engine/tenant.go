@@ -242,6 +242,7 @@ type Tenant struct {
 	name  string
 	quota int64
 	keys  *tenantKeys
+	files tenantFiles // the opener of Tenant.Open (open.go)
 }
 
 // OpenTenant opens the tenant called name for data access. A locked tenant

@@ -52,6 +52,7 @@ const (
 	opLs        = "ls"        // snapshot, path → "entry" frames, then "end"
 	opDump      = "dump"      // snapshot, path → "data" frames, then "end"
 	opRestore   = "restore"   // snapshot → "params" (snapshot, content-ID key), then "end"; audited as the start of a restore
+	opOpen      = "open"      // restore/admin → "params" (id_key), then "end"; audited as "open" (a mount's start)
 	opTree      = "tree"      // id → "data" frames with the tree blob's plaintext, then "end"
 	opLocate    = "locate"    // restore/admin; body: n × 32-byte data blob IDs (n ≤ engine.MaxReadGroup) → "places" (body: n × placeLen bytes, see appendPlaces), then "end"
 	opBlobs     = "blobs"     // restore/admin; body: n × 32-byte data blob IDs (n ≤ engine.MaxReadGroup, plaintext ≤ engine.MaxReadGroupBytes) → per blob its plaintext as "data" frames and an "eof" frame, then "end"

@@ -549,6 +549,7 @@ var roleFor = map[string][]string{
 	opLs:        {engine.RoleBackup, engine.RoleRestore, engine.RoleAdmin},
 	opDump:      {engine.RoleRestore, engine.RoleAdmin},
 	opRestore:   {engine.RoleRestore, engine.RoleAdmin},
+	opOpen:      {engine.RoleRestore, engine.RoleAdmin},
 	opLocate:    {engine.RoleRestore, engine.RoleAdmin},
 	opBlobs:     {engine.RoleRestore, engine.RoleAdmin},
 	// Trees hold names, metadata and content IDs, never contents: a backup
@@ -655,7 +656,7 @@ func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *requ
 			return errOut(err)
 		}
 		return end()
-	case opRestore, opLocate, opBlobs:
+	case opRestore, opOpen, opLocate, opBlobs:
 		return sc.handleRestore(ctx, w, t, req, body, fail, errOut, end)
 	case opForget, opPrune, opTag, opRewrite:
 		return sc.handleAdmin(ctx, w, t, req, body, fail, errOut, end)
@@ -810,6 +811,19 @@ func (sc *serverConn) handleRestore(ctx context.Context, w *deadlineWriter, t *e
 		// names blobs but opens none (the data and metadata keys stay here).
 		p := t.IngestParams()
 		if err := writeFrame(w, response{Kind: kindParams, Snapshot: s, IDKey: p.IDKey[:]}, nil); err != nil {
+			return codeInternal
+		}
+		return end()
+	}
+	if req.Op == opOpen {
+		if len(body) > 0 {
+			return fail(codeProtocol, "unexpected request body")
+		}
+		if err := t.RemoteOpen(ctx); err != nil {
+			return errOut(err)
+		}
+		p := t.IngestParams()
+		if err := writeFrame(w, response{Kind: kindParams, IDKey: p.IDKey[:]}, nil); err != nil {
 			return codeInternal
 		}
 		return end()
