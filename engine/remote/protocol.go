@@ -116,6 +116,9 @@ var (
 	ErrServer = errors.New("remote: server error")
 	// ErrBusy: the server has too many connections.
 	ErrBusy = errors.New("remote: the server is busy")
+	// ErrClosed: the server closed the connection in the middle of a
+	// request (it stopped, or its process ended).
+	ErrClosed = fmt.Errorf("%w: the server closed the connection", ErrServer)
 )
 
 // request is a request header.
@@ -136,6 +139,11 @@ type request struct {
 	DryRun bool `json:"dry_run,omitempty"`
 	// Prune: repack packs with more than this share unused (0: default).
 	MaxUnused float64 `json:"max_unused,omitempty"`
+	// The hello of a local session (local.go): the tenant, the proofs of
+	// the master key and the client's protocol version.
+	Tenant  string   `json:"tenant,omitempty"`
+	Proofs  [][]byte `json:"proofs,omitempty"`
+	Version int      `json:"version,omitempty"`
 }
 
 // adminReport is the body of a forget or prune response: the local
@@ -165,6 +173,7 @@ type response struct {
 	Message   string             `json:"message,omitempty"`
 	Pol       uint64             `json:"pol,omitempty"`    // params: chunker polynomial
 	IDKey     []byte             `json:"id_key,omitempty"` // params: content-ID key (32 bytes)
+	Nonce     []byte             `json:"nonce,omitempty"`  // challenge of a local session
 }
 
 // Places of a locate answer (all integers big-endian), one per ID asked,
