@@ -89,6 +89,8 @@ func execute(ctx context.Context, g *globals, args []string) int {
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
 	c, err := root.ExecuteContextC(ctx)
+	// This process lives until the commands it serves are done (holder.go).
+	g.releaseHolder(ctx)
 	g.flushNotify(ctx) // alerts of this command, and what waited in the outbox
 	if c != nil {
 		g.commandPath = strings.TrimPrefix(c.CommandPath(), "coffer ")

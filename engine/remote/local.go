@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -40,8 +41,9 @@ const (
 var errKeyProof = response{Kind: kindError, Code: codeRefused, Message: "the master key file does not hold the key of this repository"}
 
 // PeerCred returns the process ID and user ID of the process at the other
-// end of the Unix socket connection c.
-func PeerCred(c *net.UnixConn) (pid int32, uid uint32, err error) {
+// end of the Unix socket connection c (a *net.UnixConn, or a wrapper that
+// keeps its SyscallConn).
+func PeerCred(c syscall.Conn) (pid int32, uid uint32, err error) {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return 0, 0, err
@@ -72,7 +74,7 @@ func (s *Server) ServeLocal(ctx context.Context, ln net.Listener) error {
 		if err != nil {
 			break
 		}
-		uc, ok := c.(*net.UnixConn)
+		uc, ok := c.(syscall.Conn)
 		var uid uint32
 		if ok {
 			_, uid, err = PeerCred(uc)
