@@ -321,9 +321,22 @@ func (h *heldBy) ended(what string, err error) error {
 	if err == nil || !connLost(err) {
 		return err
 	}
-	return fmt.Errorf("%w: the coffer process that held %s (pid %d) ended before the %s finished; %s", engine.ErrRepoLocked, h.dir, h.pid, what, endedAdvice[what])
+	advice, ok := endedAdvice[what]
+	if !ok {
+		advice = "run it again"
+	}
+	return holderEnded(fmt.Sprintf("the coffer process that held %s (pid %d) ended before the %s finished; %s", h.dir, h.pid, what, advice))
 }
 
+// holderEnded is the sentence of heldBy.ended; it exits 11
+// (engine.ErrRepoLocked) without that class's own words.
+type holderEnded string
+
+func (h holderEnded) Error() string        { return string(h) }
+func (h holderEnded) Is(target error) bool { return target == engine.ErrRepoLocked }
+
+// endedAdvice says what to do after a holder ended mid-way (other commands
+// than these: run the command again).
 var endedAdvice = map[string]string{
 	"backup":  "the backup was not confirmed (coffer snapshots shows whether it was committed); run it again",
 	"restore": "the restore is incomplete; run it again",

@@ -134,8 +134,25 @@ packed and Reed-Solomon coded across drives in different racks.
 	)
 	for _, c := range root.Commands() {
 		addExitHelp(c)
+		releaseAfter(c, g)
 	}
 	return root
+}
+
+// releaseAfter makes c and its subcommands, once done, wait for the
+// commands this process serves while it holds the repository, then let
+// the repository go (holder.go).
+func releaseAfter(c *cobra.Command, g *globals) {
+	if run := c.RunE; run != nil {
+		c.RunE = func(cmd *cobra.Command, a []string) error {
+			err := run(cmd, a)
+			g.releaseHolder(cmd.Context())
+			return err
+		}
+	}
+	for _, sub := range c.Commands() {
+		releaseAfter(sub, g)
+	}
 }
 
 // groupRunE makes a command group (tenant, drive, ...) refuse an unknown
