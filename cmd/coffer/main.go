@@ -37,7 +37,9 @@ const exitCodesHelp = `Exit codes:
   2    usage error (bad flag or argument)
   3    backup finished, but some source files could not be read
   10   repository does not exist
-  11   repository is held by another process (after --retry-lock ran out)
+  11   repository is held by another process that serves nobody (after
+       --retry-lock ran out), or the process that held it and served this
+       command ended before the command finished: run it again
   12   wrong, missing or malformed master key, or a key file (master key,
        --identity, server key) that others than its owner may read
   13   tenant is locked
