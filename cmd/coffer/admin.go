@@ -90,6 +90,10 @@ func readAdminFrame(r io.Reader, max int) (byte, []byte, error) {
 // serve and index rebuild need the repository to themselves.
 func socketCommand(cmd *cobra.Command) (bool, string) {
 	switch strings.TrimPrefix(cmd.CommandPath(), "coffer ") {
+	case "backup", "restore":
+		// Only an older client sends these here; this version's use the
+		// data socket.
+		return false, "back up and restore with the coffer version it runs"
 	case "serve":
 		return false, "it is served already"
 	case "init", "index rebuild":
