@@ -207,6 +207,16 @@ func (t *Tenant) check(ctx context.Context, o CheckOptions, rep *CheckReport, pr
 		rep.Blobs++
 		rec, ok := packs[loc.Pack]
 		if !ok {
+			// A backup served by this process while the check runs may
+			// have indexed the pack after the walk of packs above.
+			if late, err := t.e.db.Pack(t.id, loc.Pack); err == nil {
+				rec, ok = late, true
+				rep.Packs++
+				packs[rec.ID] = rec
+				t.checkPack(ctx, rec, o, rep, prog, problem, verified, failed)
+			}
+		}
+		if !ok {
 			problem("blob %x is indexed in pack %s, which is not indexed", id[:8], loc.Pack)
 			return nil
 		}

@@ -14,19 +14,22 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"coffer/engine"
+	"coffer/engine/remote"
 )
 
-// The admin socket. While coffer serve owns a repository (the index allows
-// one process), an operator's command on the same --repo cannot open it.
-// Instead g.open finds REPO/admin.sock, and the command line is run inside
-// the server's process, on the server's open engine, with its output
-// streamed back. docs/design.md (chapter 15, "The admin socket") describes it.
+// The admin socket. While a coffer process holds a repository (the index
+// allows one process; coffer serve, or any command: holder.go), an
+// operator's command on the same --repo cannot open it. Instead g.open
+// finds REPO/admin.sock, and the command line is run inside the holder's
+// process, on its open engine, with its output streamed back. The data
+// commands use REPO/data.sock instead (holder.go, session.go).
+// docs/design.md (chapter 15, "The admin socket") describes it.
 //
 // Access: the socket file has mode 0600 in the repository folder; the
 // server accepts only peers of its own user (or root), checked with
@@ -83,19 +86,18 @@ func readAdminFrame(r io.Reader, max int) (byte, []byte, error) {
 }
 
 // socketCommand reports whether the command runs through the admin socket.
-// Backup and restore read and write files on the operator's side and go
-// through the server with --remote instead; init, serve and index rebuild
-// need the repository to themselves.
+// The data commands (dataCommand) go through the data socket instead; init,
+// serve and index rebuild need the repository to themselves.
 func socketCommand(cmd *cobra.Command) (bool, string) {
 	switch strings.TrimPrefix(cmd.CommandPath(), "coffer ") {
-	case "backup":
-		return false, "back up through it with --remote ADDR, or stop coffer serve first"
-	case "restore":
-		return false, "restore through it with --remote ADDR, or stop coffer serve first"
+	case "backup", "restore":
+		// Only an older client sends these here; this version's use the
+		// data socket.
+		return false, "back up and restore with the coffer version it runs"
 	case "serve":
 		return false, "it is served already"
 	case "init", "index rebuild":
-		return false, "stop coffer serve first"
+		return false, "wait until it is done"
 	}
 	return true, ""
 }
@@ -106,25 +108,26 @@ type forwardedError struct{ code int }
 
 func (f forwardedError) Error() string { return fmt.Sprintf("exit %d", f.code) }
 
-// forward runs the command through the admin socket of a coffer serve that
-// holds the repository in dir. ok is false when no server answers there
+// forward runs the command through the admin socket of the coffer process
+// that holds the repository in dir. ok is false when nothing answers there
 // (no socket, or a stale one): the command then opens the repository
-// itself.
+// itself. errNoHolder says the socket closed before it answered (its
+// holder is stopping).
 func (g *globals) forward(cmd *cobra.Command, dir string) (ok bool, err error) {
 	// A proof made from the key file just before a master-key rotation on
 	// the server finished names an epoch the server has dropped: the
 	// server refuses it before running anything ('K'), and one more try
 	// reads the rewritten key file.
 	for try := 0; ; try++ {
-		c, err := net.DialTimeout("unix", filepath.Join(dir, adminSocketName), 5*time.Second)
-		if err != nil {
+		c, pid, ok := dialHolder(cmd.Context(), dir, adminSocketName)
+		if !ok {
 			return false, nil
 		}
 		if yes, why := socketCommand(cmd); !yes {
 			c.Close()
-			return true, fmt.Errorf("%w: coffer serve holds %s; %s", engine.ErrRepoLocked, dir, why)
+			return true, fmt.Errorf("%w: coffer process %d holds %s; %s", engine.ErrRepoLocked, pid, dir, why)
 		}
-		err = g.forwardOn(cmd, dir, c)
+		err = g.forwardOn(cmd, &heldBy{dir: dir, pid: pid}, c)
 		c.Close()
 		if errors.Is(err, errKeyRefused) && try == 0 {
 			continue
@@ -134,20 +137,24 @@ func (g *globals) forward(cmd *cobra.Command, dir string) (ok bool, err error) {
 }
 
 // errKeyRefused: the server did not accept the proof of the master key.
-var errKeyRefused = fmt.Errorf("%w: the master key file does not hold the key of the repository coffer serve holds; give the right one with --master-key-file", engine.ErrWrongKey)
+var errKeyRefused = fmt.Errorf("%w: the master key file does not hold the key of the repository another coffer process holds; give the right one with --master-key-file", engine.ErrWrongKey)
 
-// forwardOn runs the command through the admin socket connection c.
-func (g *globals) forwardOn(cmd *cobra.Command, dir string, c net.Conn) error {
+// forwardOn runs the command through the admin socket connection c to the
+// holder h.
+func (g *globals) forwardOn(cmd *cobra.Command, h *heldBy, c net.Conn) error {
 	ctx := cmd.Context()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	typ, nonce, err := readAdminFrame(c, adminNonceSize)
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+		return errNoHolder
+	}
 	if err != nil || typ != 'N' {
-		return fmt.Errorf("%w: coffer serve holds %s and its admin socket did not answer (%v)", engine.ErrRepoLocked, dir, err)
+		return fmt.Errorf("%w: coffer process %d holds %s and its admin socket did not answer (%v)", engine.ErrRepoLocked, h.pid, h.dir, err)
 	}
 	c.SetReadDeadline(time.Time{})
-	proofs, err := engine.AdminProofs(dir, g.keyFile, nonce)
+	proofs, err := engine.AdminProofs(h.dir, g.keyFile, nonce)
 	if err != nil {
 		return err
 	}
@@ -165,7 +172,7 @@ func (g *globals) forwardOn(cmd *cobra.Command, dir string, c net.Conn) error {
 		return err
 	}
 	if err := writeAdminFrame(c, 'R', body); err != nil {
-		return fmt.Errorf("send the command to coffer serve's admin socket: %w", err)
+		return h.ended(cmd.Name(), fmt.Errorf("send the command to the admin socket: %w", err))
 	}
 	for {
 		typ, p, err := readAdminFrame(c, maxAdminFrame)
@@ -173,7 +180,7 @@ func (g *globals) forwardOn(cmd *cobra.Command, dir string, c net.Conn) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("coffer serve closed its admin socket before the command finished: %w", err)
+			return h.ended(cmd.Name(), fmt.Errorf("%w (%v)", remote.ErrClosed, err))
 		}
 		switch typ {
 		case 'O':
@@ -188,49 +195,33 @@ func (g *globals) forwardOn(cmd *cobra.Command, dir string, c net.Conn) error {
 			return errKeyRefused
 		case 'X':
 			if len(p) != 4 {
-				return errors.New("coffer serve's admin socket sent a malformed exit code")
+				return errors.New("the admin socket sent a malformed exit code")
 			}
 			return forwardedError{int(binary.BigEndian.Uint32(p))}
 		default:
-			return fmt.Errorf("coffer serve's admin socket sent an unknown frame %q", typ)
+			return fmt.Errorf("the admin socket sent an unknown frame %q", typ)
 		}
 	}
 }
 
 // adminServer runs the commands that come through the admin socket on the
-// server's engine.
+// holder's engine.
 type adminServer struct {
 	e   *engine.Engine
-	ln  *net.UnixListener
 	log func(event string, kv ...any)
 	wg  sync.WaitGroup
 }
 
-// startAdmin listens on REPO/admin.sock until ctx ends; stop waits for the
-// commands in flight (which ctx interrupts).
-func startAdmin(ctx context.Context, e *engine.Engine, log func(string, ...any)) (stop func(), err error) {
-	path := filepath.Join(e.Dir(), adminSocketName)
-	// The server holds the repository lock, so a socket file there is
-	// left over from a server that died.
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove the stale admin socket: %w", err)
-	}
-	old := unix.Umask(0o177)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	unix.Umask(old)
-	if err != nil {
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("admin socket: %w", err)
-	}
-	a := &adminServer{e: e, ln: ln, log: log}
+// startAdmin serves REPO/admin.sock on ln until ln is closed or ctx ends;
+// stop closes ln and waits for the commands in flight (which ctx
+// interrupts).
+func startAdmin(ctx context.Context, e *engine.Engine, ln net.Listener, log func(string, ...any)) (stop func()) {
+	a := &adminServer{e: e, log: log}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		for {
-			c, err := ln.AcceptUnix()
+			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
@@ -246,7 +237,7 @@ func startAdmin(ctx context.Context, e *engine.Engine, log func(string, ...any))
 		ctxStop()
 		ln.Close() // removes the socket file
 		a.wg.Wait()
-	}, nil
+	}
 }
 
 // frameWriter sends what a command writes as frames of one type; the
@@ -270,10 +261,15 @@ func (w adminWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (a *adminServer) handle(ctx context.Context, c *net.UnixConn) {
+func (a *adminServer) handle(ctx context.Context, c net.Conn) {
 	defer c.Close()
-	uid, err := peerUID(c)
-	if err != nil || (uid != uint32(os.Getuid()) && uid != 0) {
+	var uid uint32
+	sc, ok := c.(syscall.Conn)
+	var err error
+	if ok {
+		_, uid, err = remote.PeerCred(sc)
+	}
+	if !ok || err != nil || (uid != uint32(os.Getuid()) && uid != 0) {
 		a.log("admin.refused", "uid", uid, "reason", "user")
 		return
 	}
@@ -333,29 +329,9 @@ func (a *adminServer) run(ctx context.Context, g *globals, args []string) (code 
 	defer func() {
 		if v := recover(); v != nil {
 			a.log("admin.panic", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			fmt.Fprintln(g.stderr, "coffer: internal error in coffer serve (see its log); nothing else was affected.")
+			fmt.Fprintln(g.stderr, "coffer: internal error in the coffer process that holds the repository (see its log, if it is coffer serve); nothing else was affected.")
 			code = exitError
 		}
 	}()
 	return execute(ctx, g, args)
-}
-
-// peerUID is the user ID of the process at the other end of c.
-func peerUID(c *net.UnixConn) (uint32, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	err = raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
-	if err != nil {
-		return 0, err
-	}
-	if cerr != nil {
-		return 0, cerr
-	}
-	return cred.Uid, nil
 }

@@ -108,17 +108,20 @@ func TestAdminSocket(t *testing.T) {
 		}
 	}
 
-	// Backup and restore go through --remote instead; serve is running.
-	for _, a := range [][]string{r.args("backup", src), r.args("restore", "latest", "--target", t.TempDir()), {"--repo", r.dir, "serve", "--listen", "127.0.0.1:0"}} {
-		res := coffer(t, nil, a...)
-		if res.code != exitRepoLocked || !strings.Contains(res.stderr, "coffer serve") {
-			t.Fatalf("want exit 11 naming coffer serve: %s", res)
-		}
-		checkErrorLine(t, res)
+	// Backup and restore run here as clients of the server, through its
+	// data socket; a second serve is refused.
+	r.must(t, nil, "backup", src)
+	back := t.TempDir()
+	r.must(t, nil, "restore", "latest", "--target", back)
+	compareTrees(t, src, filepath.Join(back, src))
+	res := coffer(t, nil, "--repo", r.dir, "serve", "--listen", "127.0.0.1:0")
+	if res.code != exitRepoLocked || !strings.Contains(res.stderr, "holds") {
+		t.Fatalf("want exit 11 naming the holder: %s", res)
 	}
+	checkErrorLine(t, res)
 	// A master key of another repository proves nothing.
 	other := newTestRepo(t, "")
-	res := coffer(t, nil, "--repo", r.dir, "--master-key-file", other.key, "tenant", "list")
+	res = coffer(t, nil, "--repo", r.dir, "--master-key-file", other.key, "tenant", "list")
 	if res.code != exitWrongKey {
 		t.Fatalf("wrong master key through the socket: %s", res)
 	}

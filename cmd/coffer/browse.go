@@ -7,59 +7,50 @@ import (
 	"github.com/spf13/cobra"
 
 	"coffer/engine"
-	"coffer/engine/remote"
 )
 
 // snapshotSource is what the browsing commands (find, diff, stats, dump)
 // read: the tenant's snapshots and a reader of their trees and blobs,
-// from the local repository or, with --remote, from the server (a
-// restore or admin key).
+// through the command's session (local, the holder's data socket, or
+// --remote with a restore or admin key).
 type snapshotSource struct {
 	all []*engine.Snapshot // oldest first
-	t   *engine.Tenant     // local only
-	cl  *remote.Client     // remote only
+	s   session
 	r   engine.SnapshotReader
-	// close releases the repository or the connection.
-	close func()
 }
 
-// openSnapshots opens the --tenant tenant of the local repository (as
-// ls does: rebuilding a lost index), or connects to --remote.
+// openSnapshots opens the --tenant tenant's session (as ls does:
+// rebuilding a lost index) and lists its snapshots.
 func (g *globals) openSnapshots(cmd *cobra.Command) (*snapshotSource, error) {
-	ctx := cmd.Context()
-	if g.remote != "" {
-		cl, err := g.dialRemote(ctx)
-		if err != nil {
-			return nil, err
-		}
-		all, err := cl.Snapshots(ctx)
-		if err != nil {
-			cl.Close()
-			return nil, err
-		}
-		return &snapshotSource{all: all, cl: cl, close: func() { cl.Close() }}, nil
-	}
-	e, t, err := g.openTenantRebuilding(cmd)
+	s, err := g.session(cmd, true)
 	if err != nil {
 		return nil, err
 	}
-	all, err := t.Snapshots(ctx)
+	all, err := s.Snapshots(cmd.Context())
 	if err != nil {
-		e.Close()
+		s.Close()
 		return nil, err
 	}
-	return &snapshotSource{all: all, t: t, r: t.Reader(), close: func() { e.Close() }}, nil
+	return &snapshotSource{all: all, s: s}, nil
 }
 
-// reader returns the reader for the snapshots sel. Remotely each one is
-// opened on the server, which records in its audit log that it is read;
-// the snapshots as the server gives them replace those of sel.
-func (src *snapshotSource) reader(ctx context.Context, sel []*engine.Snapshot) (engine.SnapshotReader, error) {
-	if src.cl == nil {
-		return src.r, nil
+// close releases the session.
+func (src *snapshotSource) close() { src.s.Close() }
+
+// tenant is the local tenant, or nil for a remote session.
+func (src *snapshotSource) tenant() *engine.Tenant {
+	if l, ok := src.s.(*localSession); ok {
+		return l.t
 	}
+	return nil
+}
+
+// reader returns the reader for the snapshots sel, each opened through the
+// session (remotely the server records in its audit log that it is read);
+// the snapshots as opened replace those of sel.
+func (src *snapshotSource) reader(ctx context.Context, sel []*engine.Snapshot) (engine.SnapshotReader, error) {
 	for i, s := range sel {
-		ss, r, err := src.cl.OpenSnapshot(ctx, s.ID)
+		ss, r, err := src.s.OpenSnapshot(ctx, s.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -67,9 +58,6 @@ func (src *snapshotSource) reader(ctx context.Context, sel []*engine.Snapshot) (
 		if src.r == nil {
 			src.r = r
 		}
-	}
-	if src.r == nil { // nothing selected: a reader is not needed
-		return nil, nil
 	}
 	return src.r, nil
 }

@@ -47,18 +47,18 @@ func runBackup(cmd *cobra.Command, g *globals, f backupFlags, paths []string) er
 	} else if len(paths) == 0 {
 		return usagef("give at least one path to back up, or --stdin")
 	}
-	e, t, err := g.openTenant(cmd)
+	sess, err := g.session(cmd, false)
 	if err != nil {
 		return err
 	}
-	defer e.Close()
+	defer sess.Close()
 	pl := startProgress(g.stderr, "backed up")
 	o := engine.BackupOptions{Host: f.host, Tags: f.tags, Excludes: f.excludes, NoParent: f.force, Progress: pl.p}
 	var s *engine.Snapshot
 	if f.stdin {
-		s, err = t.BackupStream(cmd.Context(), g.stdin, f.stdinFilename, o)
+		s, err = sess.BackupStream(cmd.Context(), g.stdin, f.stdinFilename, o)
 	} else {
-		s, err = t.Backup(cmd.Context(), paths, o)
+		s, err = sess.Backup(cmd.Context(), paths, o)
 	}
 	pl.done()
 	if s == nil {
@@ -70,11 +70,15 @@ func runBackup(cmd *cobra.Command, g *globals, f backupFlags, paths []string) er
 		}
 	} else {
 		st := s.Stats
-		fmt.Fprintf(g.stdout, "snapshot %s saved\n", s.ID[:8])
+		on, sent := "", ""
+		if srv := sess.Server(); srv != "" {
+			on, sent = " on "+srv, ", "+formatBytes(sess.Sent())+" sent"
+		}
+		fmt.Fprintf(g.stdout, "snapshot %s saved%s\n", shortID(s.ID), on)
 		fmt.Fprintf(g.stdout, "  %d files (%d unchanged), %d folders, %s processed in %s\n",
 			st.Files, st.FilesUnchanged, st.Dirs, formatBytes(st.Bytes), st.End.Sub(st.Start).Round(1e6))
-		fmt.Fprintf(g.stdout, "  %d new blobs, %s added, %s stored after compression\n",
-			st.BlobsAdded, formatBytes(st.BytesAdded), formatBytes(st.BytesStored))
+		fmt.Fprintf(g.stdout, "  %d new blobs, %s added, %s stored after compression%s\n",
+			st.BlobsAdded, formatBytes(st.BytesAdded), formatBytes(st.BytesStored), sent)
 	}
 	// A snapshot was saved; err is nil or says what else happened (some
 	// files unreadable: exit 3). It is never dropped: a command reports

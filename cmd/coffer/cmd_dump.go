@@ -49,9 +49,10 @@ are named from PATH's own name down ("www/index.html" for /srv/www).`,
 					format = engine.ArchiveTar
 				}
 			}
+			t := src.tenant() // local: the tenant's own dump, audited here
 			if format == "" {
-				if src.t != nil {
-					return src.t.Dump(ctx, s, a[1], g.stdout)
+				if t != nil {
+					return t.Dump(ctx, s, a[1], g.stdout)
 				}
 				_, err := engine.DumpFrom(ctx, r, s, a[1], g.stdout)
 				return err
@@ -61,8 +62,8 @@ are named from PATH's own name down ("www/index.html" for /srv/www).`,
 			}
 			// Archive headers are many small writes: buffered.
 			bw := bufio.NewWriterSize(g.stdout, 256<<10)
-			if src.t != nil {
-				_, err = src.t.DumpArchive(ctx, s, a[1], format, bw)
+			if t != nil {
+				_, err = t.DumpArchive(ctx, s, a[1], format, bw)
 			} else {
 				_, err = engine.WriteArchive(ctx, r, s, a[1], format, bw)
 			}

@@ -116,28 +116,24 @@ func runForget(cmd *cobra.Command, g *globals, ids []string, f *forgetFlags) err
 	if err != nil {
 		return err
 	}
-	if g.remote != "" {
-		return runRemoteForget(cmd, g, ids, p, f, maxUnused)
-	}
-	e, t, err := g.openTenant(cmd)
+	s, err := g.session(cmd, false)
 	if err != nil {
 		return err
 	}
-	defer e.Close()
-	rep, err := t.Forget(cmd.Context(), ids, engine.ForgetOptions{Policy: p, DryRun: f.dryRun})
+	defer s.Close()
+	rep, err := s.Forget(cmd.Context(), ids, engine.ForgetOptions{Policy: p, DryRun: f.dryRun})
 	if err != nil && rep == nil {
 		return err
 	}
 	var prep *engine.PruneReport
 	if err == nil && f.prune && !f.dryRun {
-		prep, err = t.Prune(cmd.Context(), engine.PruneOptions{MaxUnusedPercent: maxUnused})
+		prep, err = s.Prune(cmd.Context(), engine.PruneOptions{MaxUnusedPercent: maxUnused})
 	}
-	return printForgetResult(g, rep, prep, f.prune, t.Name(), err)
+	return printForgetResult(g, rep, prep, f.prune, s.Tenant(), err)
 }
 
 // printForgetResult prints a forget report and, with --prune, the prune that
-// followed (tenant names it), as text or JSON, and returns err: a local and a
-// remote forget print the same.
+// followed (tenant names it), as text or JSON, and returns err.
 func printForgetResult(g *globals, rep *engine.ForgetReport, prep *engine.PruneReport, prune bool, tenant string, err error) error {
 	if g.json {
 		var v any = rep
@@ -245,18 +241,17 @@ Prints the bytes freed and the time taken (--json: the full report).`,
 			o := engine.PruneOptions{MaxUnusedPercent: mu, DryRun: dryRun}
 			var rep *engine.PruneReport
 			name := ""
-			if g.tenant != "" {
-				e, t, err := g.openTenant(cmd)
+			if g.tenant != "" || g.remote != "" {
+				s, err := g.session(cmd, false)
 				if err != nil {
 					return err
 				}
-				defer e.Close()
-				name = t.Name()
-				rep, err = t.Prune(cmd.Context(), o)
+				defer s.Close()
+				rep, err = s.Prune(cmd.Context(), o)
 				if rep == nil {
 					return err
 				}
-				return printPruneResult(g, name, rep, err)
+				return printPruneResult(g, s.Tenant(), rep, err)
 			}
 			e, err := g.open(cmd)
 			if err != nil {

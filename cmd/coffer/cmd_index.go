@@ -143,6 +143,7 @@ func (g *globals) rebuildFor(cmd *cobra.Command, cause error) error {
 	case fileExists(filepath.Join(dir, "index")):
 		state = "unreadable"
 	}
+	g.releaseHolder(cmd.Context()) // the open that found the index lacking
 	rep, rerr := engine.Rebuild(cmd.Context(), dir, engine.RebuildOptions{
 		MasterKeyFile: g.keyFile, RetryLock: g.retryLock, Command: "coffer " + cmd.Name() + " (index rebuild)", Warn: g.stderr,
 		S3CAFile: g.s3CA, S3AllowVersioning: g.s3AllowVersioning,

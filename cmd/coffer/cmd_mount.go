@@ -62,32 +62,20 @@ type mountSource struct {
 	close     func()
 }
 
-// openMountSource chooses the local repository or --remote: the one place
-// where a mount's reader is picked.
+// openMountSource opens the command's session (local, the holder's data
+// socket, or --remote) and its opener: the one place where a mount's
+// reader is picked.
 func openMountSource(cmd *cobra.Command, g *globals, o engine.OpenerOptions) (*mountSource, error) {
-	ctx := cmd.Context()
-	if g.remote != "" {
-		cl, err := g.dialRemote(ctx)
-		if err != nil {
-			return nil, err
-		}
-		op, err := cl.Opener(ctx, o)
-		if err != nil {
-			cl.Close()
-			return nil, err
-		}
-		return &mountSource{op: op, snapshots: cl.Snapshots, close: func() { op.Close(); cl.Close() }}, nil
-	}
-	e, t, err := g.openTenant(cmd)
+	s, err := g.session(cmd, false)
 	if err != nil {
 		return nil, err
 	}
-	op, err := t.Opener(ctx, o)
+	op, err := s.Opener(cmd.Context(), o)
 	if err != nil {
-		e.Close()
+		s.Close()
 		return nil, err
 	}
-	return &mountSource{op: op, snapshots: t.Snapshots, close: func() { op.Close(); e.Close() }}, nil
+	return &mountSource{op: op, snapshots: s.Snapshots, close: func() { op.Close(); s.Close() }}, nil
 }
 
 // mountOverhead is the memory a mount needs besides its blob cache (trees,

@@ -34,23 +34,12 @@ needs an admin key.`,
 				}
 				o.Exclude = append(o.Exclude, p)
 			}
-			var rep *engine.RewriteReport
-			var err error
-			if g.remote != "" {
-				cl, derr := g.dialRemote(cmd.Context())
-				if derr != nil {
-					return derr
-				}
-				defer cl.Close()
-				rep, err = cl.Rewrite(cmd.Context(), a, o)
-			} else {
-				e, t, oerr := g.openTenant(cmd)
-				if oerr != nil {
-					return oerr
-				}
-				defer e.Close()
-				rep, err = t.Rewrite(cmd.Context(), a, o)
+			s, err := g.session(cmd, false)
+			if err != nil {
+				return err
 			}
+			defer s.Close()
+			rep, err := s.Rewrite(cmd.Context(), a, o)
 			if rep == nil {
 				return err
 			}

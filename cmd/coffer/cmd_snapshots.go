@@ -17,12 +17,12 @@ func newSnapshotsCmd(g *globals) *cobra.Command {
 		Short: "List the tenant's snapshots",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, t, err := g.openTenantRebuilding(cmd)
+			s, err := g.session(cmd, true)
 			if err != nil {
 				return err
 			}
-			defer e.Close()
-			ss, err := t.Snapshots(cmd.Context())
+			defer s.Close()
+			ss, err := s.Snapshots(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -35,7 +35,7 @@ func newSnapshotsCmd(g *globals) *cobra.Command {
 			w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tTIME\tHOST\tTAGS\tPATHS")
 			for _, s := range ss {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", s.ID[:8], s.Time.Format(time.DateTime), s.Host, strings.Join(s.Tags, ","), strings.Join(s.Paths, " "))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", shortID(s.ID), s.Time.Format(time.DateTime), s.Host, strings.Join(s.Tags, ","), strings.Join(s.Paths, " "))
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -46,27 +46,27 @@ func newSnapshotsCmd(g *globals) *cobra.Command {
 	}
 }
 
+// shortID is the first 8 hex digits of a snapshot ID (all of a shorter
+// one, which only a hostile server sends).
+func shortID(id string) string { return id[:min(8, len(id))] }
+
 func newLsCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "ls SNAPSHOT [PATH]",
 		Short: "List the files of a snapshot (SNAPSHOT: ID, unique prefix of 8+ hex digits, or latest)",
 		Args:  args(cobra.RangeArgs(1, 2)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			e, t, err := g.openTenantRebuilding(cmd)
+			s, err := g.session(cmd, true)
 			if err != nil {
 				return err
 			}
-			defer e.Close()
-			s, err := t.FindSnapshot(cmd.Context(), a[0])
-			if err != nil {
-				return err
-			}
+			defer s.Close()
 			dir := "/"
 			if len(a) == 2 {
 				dir = a[1]
 			}
 			var entries []engine.Entry
-			err = t.List(cmd.Context(), s, dir, func(en engine.Entry) error {
+			err = s.List(cmd.Context(), a[0], dir, func(en engine.Entry) error {
 				if g.json {
 					entries = append(entries, en)
 					return nil
@@ -99,17 +99,13 @@ func newRestoreCmd(g *globals) *cobra.Command {
 			if target == "" {
 				return usagef("restore needs --target DIR")
 			}
-			e, t, err := g.openTenantRebuilding(cmd)
+			s, err := g.session(cmd, true)
 			if err != nil {
 				return err
 			}
-			defer e.Close()
-			s, err := t.FindSnapshot(cmd.Context(), a[0])
-			if err != nil {
-				return err
-			}
+			defer s.Close()
 			pl := startProgress(g.stderr, "restored")
-			st, err := t.Restore(cmd.Context(), s, target, engine.RestoreOptions{Includes: includes, Progress: pl.p})
+			st, err := s.Restore(cmd.Context(), a[0], target, engine.RestoreOptions{Includes: includes, Progress: pl.p})
 			pl.done()
 			if err != nil {
 				return err
@@ -120,7 +116,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 			if g.json {
 				return g.printJSON(st)
 			}
-			fmt.Fprintf(g.stdout, "restored snapshot %s to %s: %d files, %d folders, %d other, %s\n", s.ID[:8], target, st.Files, st.Dirs, st.Other, formatBytes(st.Bytes))
+			fmt.Fprintf(g.stdout, "restored snapshot %s to %s: %d files, %d folders, %d other, %s\n", shortID(st.Snapshot), target, st.Files, st.Dirs, st.Other, formatBytes(st.Bytes))
 			return nil
 		},
 	}

@@ -27,26 +27,14 @@ changed and names them by ID, never by tag.`,
 					o.Set = append(o.Set, t)
 				}
 			}
-			var rep *engine.TagReport
-			if g.remote != "" {
-				cl, err := g.dialRemote(cmd.Context())
-				if err != nil {
-					return err
-				}
-				defer cl.Close()
-				rep, err = cl.Tag(cmd.Context(), a, o)
-				if err != nil {
-					return err
-				}
-			} else {
-				e, t, err := g.openTenant(cmd)
-				if err != nil {
-					return err
-				}
-				defer e.Close()
-				if rep, err = t.Tag(cmd.Context(), a, o); err != nil {
-					return err
-				}
+			s, err := g.session(cmd, false)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			rep, err := s.Tag(cmd.Context(), a, o)
+			if err != nil {
+				return err
 			}
 			if g.json {
 				return g.printJSON(rep)

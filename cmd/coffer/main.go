@@ -38,7 +38,9 @@ const exitCodesHelp = `Exit codes:
   2    usage error (bad flag or argument)
   3    backup finished, but some source files could not be read
   10   repository does not exist
-  11   repository is held by another process (after --retry-lock ran out)
+  11   repository is held by another process that serves nobody (after
+       --retry-lock ran out), or the process that held it and served this
+       command ended before the command finished: run it again
   12   wrong, missing or malformed master key, or a key file (master key,
        --identity, server key) that others than its owner may read
   13   tenant is locked
@@ -90,6 +92,8 @@ func execute(ctx context.Context, g *globals, args []string) int {
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
 	c, err := root.ExecuteContextC(ctx)
+	// This process lives until the commands it serves are done (holder.go).
+	g.releaseHolder(ctx)
 	g.flushNotify(ctx) // alerts of this command, and what waited in the outbox
 	if c != nil {
 		g.commandPath = strings.TrimPrefix(c.CommandPath(), "coffer ")

@@ -43,9 +43,12 @@ type globals struct {
 	getenv      func(string) string
 	cwd         string
 	commandPath string // the command that ran, without "coffer " (for logs)
-	// lent, when set, is coffer serve's open engine: the command came
+	// lent, when set, is the holder's open engine: the command came
 	// through the admin socket and runs on it.
 	lent *engine.Engine
+	// holder, when set, serves the repository this process holds to the
+	// other coffer processes of the host (holder.go).
+	holder *holder
 
 	// notify holds the notification flags; sink takes the events of the
 	// engine this process opened (cmd_notify.go).
@@ -134,9 +137,9 @@ packed and Reed-Solomon coded across drives in different racks.`,
 		newRewriteCmd(g),
 		newVersionCmd(g),
 	)
-	wireRemote(root, g)
 	for _, c := range root.Commands() {
 		addExitHelp(c)
+		releaseAfter(c, g)
 	}
 	// The exit codes end the root's help (not every command's: they are
 	// the same for all), and are a help topic of their own.
@@ -147,6 +150,22 @@ packed and Reed-Solomon coded across drives in different racks.`,
 		Long:  exitCodesHelp,
 	})
 	return root
+}
+
+// releaseAfter makes c and its subcommands, once done, wait for the
+// commands this process serves while it holds the repository, then let
+// the repository go (holder.go).
+func releaseAfter(c *cobra.Command, g *globals) {
+	if run := c.RunE; run != nil {
+		c.RunE = func(cmd *cobra.Command, a []string) error {
+			err := run(cmd, a)
+			g.releaseHolder(cmd.Context())
+			return err
+		}
+	}
+	for _, sub := range c.Commands() {
+		releaseAfter(sub, g)
+	}
 }
 
 // groupRunE makes a command group (tenant, drive, ...) refuse an unknown
@@ -189,9 +208,13 @@ func (g *globals) repoDir() (string, error) {
 	return g.repo, nil
 }
 
-// open opens the repository for a command. When coffer serve holds it,
-// the command runs in the server's process instead, through its admin
-// socket (admin.go), and open returns a forwardedError with its exit code.
+// open opens the repository for a command. When another coffer process
+// holds it (holder.go), a data command gets a session on that process
+// (open returns a *heldSession as its error, which g.session takes), and
+// any other command runs in that process instead, through its admin
+// socket (admin.go): open returns a forwardedError with its exit code.
+// Otherwise this process opens the repository and, while it holds it,
+// serves the others.
 func (g *globals) open(cmd *cobra.Command) (*engine.Engine, error) {
 	dir, err := g.repoDir()
 	if err != nil {
@@ -199,13 +222,51 @@ func (g *globals) open(cmd *cobra.Command) (*engine.Engine, error) {
 	}
 	if g.lent != nil {
 		if ok, why := socketCommand(cmd); !ok {
-			return nil, fmt.Errorf("%w: coffer serve holds %s; %s", engine.ErrRepoLocked, dir, why)
+			return nil, fmt.Errorf("%w: another coffer process holds %s; %s", engine.ErrRepoLocked, dir, why)
 		}
 		return g.lent.Retain(), nil
 	}
-	if ok, err := g.forward(cmd, dir); ok {
+	var e *engine.Engine
+	err = g.untilFree(cmd.Context(), func() error {
+		if g.dataCommand(cmd) {
+			if s, ok, err := g.dialData(cmd.Context(), dir); ok {
+				if err != nil {
+					return err
+				}
+				return &heldSession{s}
+			}
+		} else if ok, err := g.forward(cmd, dir); ok {
+			return err
+		}
+		var err error
+		e, err = g.openHere(cmd, dir)
+		return err
+	})
+	if err != nil {
 		return nil, err
 	}
+	g.serveHeld(cmd, e)
+	return e, nil
+}
+
+// dataCommand reports whether cmd is a data command, which runs through a
+// session (session.go): those of one tenant (prune without --tenant prunes
+// every tenant, as an operator's command).
+func (g *globals) dataCommand(cmd *cobra.Command) bool {
+	switch strings.TrimPrefix(cmd.CommandPath(), "coffer ") {
+	case "backup", "restore", "snapshots", "ls", "dump", "forget", "prune",
+		"find", "diff", "stats", "tag", "rewrite", "mount":
+		return g.tenant != ""
+	}
+	return false
+}
+
+// openHere opens the repository in this process; engine.ErrRepoLocked
+// when another holds it.
+func (g *globals) openHere(cmd *cobra.Command, dir string) (*engine.Engine, error) {
+	// An earlier open of this command (before an index rebuild, say)
+	// still serves others: it ends first.
+	g.releaseHolder(cmd.Context())
 	var escrow []string
 	for _, p := range filepath.SplitList(g.getenv("COFFER_MASTER_KEY_ESCROW")) {
 		if p = strings.TrimSpace(p); p != "" {
@@ -219,7 +280,6 @@ func (g *globals) open(cmd *cobra.Command) (*engine.Engine, error) {
 	e, err := engine.Open(dir, engine.Options{
 		MasterKeyFile: g.keyFile,
 		Escrow:        escrow,
-		RetryLock:     g.retryLock,
 		Command:       "coffer " + cmd.Name(),
 		Warn:          g.stderr,
 		Now:           g.now,

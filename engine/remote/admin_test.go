@@ -188,13 +188,13 @@ func TestRemoteAdminForgetPrune(t *testing.T) {
 
 	// What is left restores byte-identical; bob is untouched.
 	target := t.TempDir()
-	if _, err := ad.Restore(ctx, f.s3.ID, target, nil); err != nil {
+	if _, err := ad.Restore(ctx, f.s3.ID, target, engine.RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	sameFiles(t, f.srcB, filepath.Join(target, f.srcB))
 	bc := f.dial(t, f.key(t, "bob", "restore"))
 	target = t.TempDir()
-	if _, err := bc.Restore(ctx, f.bob.ID, target, nil); err != nil {
+	if _, err := bc.Restore(ctx, f.bob.ID, target, engine.RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	sameFiles(t, f.srcA, filepath.Join(target, f.srcA))
@@ -286,7 +286,7 @@ func TestRemoteAdminIsolation(t *testing.T) {
 	}
 	bc := f.dial(t, f.key(t, "bob", "restore"))
 	target := t.TempDir()
-	if _, err := bc.Restore(ctx, f.bob.ID, target, nil); err != nil {
+	if _, err := bc.Restore(ctx, f.bob.ID, target, engine.RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	sameFiles(t, f.srcA, filepath.Join(target, f.srcA))

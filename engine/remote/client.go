@@ -29,7 +29,7 @@ const dialAttempts = 3
 // use; requests are served one at a time.
 type Client struct {
 	mu    sync.Mutex // guards the connection's request/response stream
-	c     *tls.Conn
+	c     net.Conn   // TLS (Dial) or a Unix socket (DialLocal)
 	bw    *bufio.Writer
 	br    *bufio.Reader
 	roles []string
@@ -211,7 +211,7 @@ func (cl *Client) next(resp *response) ([]byte, error) {
 	body, err := readFrame(cl.br, resp)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("%w: the server closed the connection", ErrServer)
+			return nil, ErrClosed
 		}
 		return nil, err
 	}
@@ -244,8 +244,19 @@ func codeError(code, msg string) error {
 		return fmt.Errorf("%w: %s", ErrProtocol, msg)
 	case codeLimit:
 		return fmt.Errorf("%w (remote: %s)", engine.ErrTreeLimit, msg)
+	case codeNoTenant:
+		return fmt.Errorf("%w: %s", engine.ErrTenantNotFound, trimClass(msg, engine.ErrTenantNotFound))
+	case codeLocked:
+		return fmt.Errorf("%w: %s", engine.ErrTenantLocked, trimClass(msg, engine.ErrTenantLocked))
 	}
 	return fmt.Errorf("%w: %s", ErrServer, msg)
+}
+
+// trimClass drops the sentence of the error class class from the front of
+// msg (the server's err.Error(), "engine: " already trimmed), so the class
+// is not said twice once the client wraps it again.
+func trimClass(msg string, class error) string {
+	return strings.TrimPrefix(msg, strings.TrimPrefix(class.Error(), "engine: ")+": ")
 }
 
 // Snapshots lists the key's tenant's snapshots, oldest first.

@@ -176,7 +176,7 @@ func runLoad(t *testing.T, clients, perClient int) loadResult {
 	targets := make([]string, clients)
 	res.restoreMBs = phase("restore", func(ctx context.Context, i int, cl *Client) error {
 		targets[i] = filepath.Join(work, "restore", strconv.Itoa(i))
-		st, err := cl.Restore(ctx, "latest", targets[i], nil)
+		st, err := cl.Restore(ctx, "latest", targets[i], engine.RestoreOptions{})
 		if err == nil && len(st.Warnings) > 0 {
 			err = fmt.Errorf("restore warnings: %v", st.Warnings)
 		}

@@ -119,6 +119,9 @@ var (
 	ErrServer = errors.New("remote: server error")
 	// ErrBusy: the server has too many connections.
 	ErrBusy = errors.New("remote: the server is busy")
+	// ErrClosed: the server closed the connection in the middle of a
+	// request (it stopped, or its process ended).
+	ErrClosed = fmt.Errorf("%w: the server closed the connection", ErrServer)
 )
 
 // request is a request header.
@@ -145,6 +148,11 @@ type request struct {
 	// whether to forget the rewritten snapshots.
 	Excludes []string `json:"excludes,omitempty"`
 	Forget   bool     `json:"forget,omitempty"`
+	// The hello of a local session (local.go): the tenant, the proofs of
+	// the master key and the client's protocol version.
+	Tenant  string   `json:"tenant,omitempty"`
+	Proofs  [][]byte `json:"proofs,omitempty"`
+	Version int      `json:"version,omitempty"`
 }
 
 // adminReport is the body of a forget or prune response: the local
@@ -179,6 +187,7 @@ type response struct {
 	Message   string             `json:"message,omitempty"`
 	Pol       uint64             `json:"pol,omitempty"`    // params: chunker polynomial
 	IDKey     []byte             `json:"id_key,omitempty"` // params: content-ID key (32 bytes)
+	Nonce     []byte             `json:"nonce,omitempty"`  // challenge of a local session
 }
 
 // Places of a locate answer (all integers big-endian), one per ID asked,

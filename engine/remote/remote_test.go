@@ -143,7 +143,7 @@ func TestRemoteRoundTrip(t *testing.T) {
 		t.Fatalf("Dump: %d bytes, want %d", buf.Len(), len(want))
 	}
 	target := t.TempDir()
-	st, err := cl.Restore(ctx, "latest", target, nil)
+	st, err := cl.Restore(ctx, "latest", target, engine.RestoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ func TestRemoteRoundTrip(t *testing.T) {
 	}
 	// Only some paths.
 	target2 := t.TempDir()
-	if _, err := cl.Restore(ctx, "latest", target2, []string{filepath.Join(f.src, "sub/deep")}); err != nil {
+	if _, err := cl.Restore(ctx, "latest", target2, engine.RestoreOptions{Includes: []string{filepath.Join(f.src, "sub/deep")}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(target2, f.src, "a.txt")); !errors.Is(err, os.ErrNotExist) {
@@ -256,7 +256,7 @@ func TestRemoteTenantIsolation(t *testing.T) {
 		msgs = append(msgs, fmt.Sprint(err))
 		err = cl.Dump(ctx, ref, "/x", io.Discard)
 		msgs = append(msgs, fmt.Sprint(err))
-		_, err = cl.Restore(ctx, ref, t.TempDir(), nil)
+		_, err = cl.Restore(ctx, ref, t.TempDir(), engine.RestoreOptions{})
 		msgs = append(msgs, fmt.Sprint(err))
 		return strings.ReplaceAll(strings.Join(msgs, "|"), ref, "REF")
 	}

@@ -14,8 +14,8 @@ import (
 // server takes trees of at most 32 MiB from a backup).
 const maxTreeBytes = 64 << 20
 
-// Restore restores the snapshot (only includes, if given: snapshot paths)
-// below target, which is created if missing, with the engine's one restore
+// Restore restores the snapshot (only o.Includes, if given: snapshot
+// paths) below target, which is created if missing, with the engine's one restore
 // pipeline (engine.RestoreFrom): everything a local restore writes (hard
 // links, xattrs and ACLs, owners when run as root, devices, fifos, holes,
 // times to the nanosecond) is written, and the same warnings are given.
@@ -24,13 +24,13 @@ const maxTreeBytes = 64 << 20
 // checked by the tree decoder (never "/", "." or ".."), so nothing is
 // written outside target. The server records the start of the restore in
 // its audit log.
-func (cl *Client) Restore(ctx context.Context, snapshot, target string, includes []string) (*engine.RestoreStats, error) {
+func (cl *Client) Restore(ctx context.Context, snapshot, target string, o engine.RestoreOptions) (*engine.RestoreStats, error) {
 	s, key, err := cl.beginRestore(ctx, snapshot)
 	if err != nil {
 		return nil, err
 	}
 	r := &remoteReader{cl: cl, hasher: chunk.NewHasher(key)}
-	return engine.RestoreFrom(ctx, r, s, target, engine.RestoreOptions{Includes: includes})
+	return engine.RestoreFrom(ctx, r, s, target, o)
 }
 
 // beginRestore finds the snapshot and gets the content-ID key.

@@ -237,7 +237,7 @@ func TestRestoreLocalAndRemoteSame(t *testing.T) {
 	}
 	cl := f.dial(t, f.key(t, "alice", "restore"))
 	remote := filepath.Join(t.TempDir(), "remote")
-	rst, err := cl.Restore(ctx, s.ID[:8], remote, nil)
+	rst, err := cl.Restore(ctx, s.ID[:8], remote, engine.RestoreOptions{})
 	if err != nil {
 		t.Fatalf("remote restore: %v", err)
 	}

@@ -101,7 +101,7 @@ func (c *Config) fill() {
 type Server struct {
 	e    *engine.Engine
 	cfg  Config
-	cert tls.Certificate
+	cert tls.Certificate // none (and fp empty) for a server of local sessions only
 	fp   string
 
 	mu    sync.Mutex // guards conns and the sessions' tenant and fp
@@ -111,17 +111,20 @@ type Server struct {
 }
 
 // NewServer makes a server for e with the server key key. e must stay open
-// until Serve returns. The server registers with e.OnRevoke, so removing a
-// client key, or locking or shredding a tenant, through e cuts the
-// sessions concerned at once.
+// until Serve and ServeLocal return. The server registers with e.OnRevoke,
+// so removing a client key, or locking or shredding a tenant, through e
+// cuts the sessions concerned at once. With a nil key the server has no
+// TLS side: it serves only local sessions (ServeLocal).
 func NewServer(e *engine.Engine, key ed25519.PrivateKey, cfg Config) (*Server, error) {
 	cfg.fill()
-	cert, err := selfSigned(key)
-	if err != nil {
-		return nil, fmt.Errorf("make server certificate: %w", err)
+	s := &Server{e: e, cfg: cfg, conns: map[*serverConn]struct{}{}, backups: make(chan struct{}, cfg.MaxBackups)}
+	if key != nil {
+		cert, err := selfSigned(key)
+		if err != nil {
+			return nil, fmt.Errorf("make server certificate: %w", err)
+		}
+		s.cert, s.fp = cert, engine.KeyFingerprint(key.Public().(ed25519.PublicKey))
 	}
-	s := &Server{e: e, cfg: cfg, cert: cert, fp: engine.KeyFingerprint(key.Public().(ed25519.PublicKey)),
-		conns: map[*serverConn]struct{}{}, backups: make(chan struct{}, cfg.MaxBackups)}
 	e.OnRevoke(s.revoke)
 	return s, nil
 }
@@ -205,6 +208,10 @@ func (s *Server) tlsConfig() *tls.Config {
 // connections that never finish a handshake therefore cannot take the
 // places of customers' sessions.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.fp == "" {
+		ln.Close()
+		return errors.New("remote: this server has no key; it serves local sessions only")
+	}
 	cfg := s.tlsConfig()
 	g := newGate(s.cfg.MaxHandshakes, s.cfg.MaxHandshakesPerAddr)
 	var wg sync.WaitGroup
@@ -239,14 +246,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if evicted != "" {
 			s.cfg.Log("conn.evicted", "source", evicted, "reason", why)
 		}
-		sc := &serverConn{s: s, c: tls.Server(p.conn, cfg), gate: g, pend: p}
+		tc := tls.Server(p.conn, cfg)
+		sc := &serverConn{s: s, c: tc, tc: tc, raw: p.conn, gate: g, pend: p}
 		s.mu.Lock()
 		s.conns[sc] = struct{}{}
 		s.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sc.serve()
+			sc.serveTLS()
 			g.leave(p)
 			s.mu.Lock()
 			delete(s.conns, sc)
@@ -254,11 +262,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}()
 	}
 	close(stop)
-	// Drain: idle connections are woken and close; busy ones finish their
-	// request first.
+	s.drain(&wg, func(sc *serverConn) bool { return sc.tc != nil })
+	return acceptErr
+}
+
+// drain ends the connections that mine selects (those of one listener) and
+// waits for wg: idle connections are woken and close; busy ones finish
+// their request first, for up to Config.ShutdownTimeout.
+func (s *Server) drain(wg *sync.WaitGroup, mine func(*serverConn) bool) {
 	s.mu.Lock()
 	for sc := range s.conns {
-		sc.shutdown()
+		if mine(sc) {
+			sc.shutdown()
+		}
 	}
 	s.mu.Unlock()
 	done := make(chan struct{})
@@ -268,21 +284,28 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-time.After(s.cfg.ShutdownTimeout):
 		s.mu.Lock()
 		for sc := range s.conns {
-			sc.c.Close()
+			if mine(sc) {
+				sc.c.Close()
+			}
 		}
 		s.mu.Unlock()
 		<-done
 	}
-	return acceptErr
 }
 
 type serverConn struct {
 	s    *Server
-	c    *tls.Conn
-	gate *gate
-	pend *pending // its place in the gate until admitted or refused
+	c    net.Conn  // the session's stream: tc, or a Unix socket (ServeLocal)
+	tc   *tls.Conn // nil for a local session
+	raw  net.Conn  // the connection under c (closed to cut the session)
+	gate *gate     // TLS only
+	pend *pending  // its place in the gate until admitted or refused (TLS only)
 
-	tenant, fp string // set by Server.admit once the key is accepted
+	tenant, fp string // set by Server.admit once the key is accepted (fp: "" for a local session)
+	// auth checks the session's right again before each request and gives
+	// its tenant and roles: the client key (TLS) or the tenant named by an
+	// operator who proved the master key (local).
+	auth func(context.Context) (*engine.Tenant, []string, error)
 
 	mu      sync.Mutex // guards closing, busy, w and the read deadline
 	closing bool
@@ -310,7 +333,7 @@ func (sc *serverConn) cut() {
 			sc.w.w.Flush()
 		}
 	}
-	sc.c.NetConn().Close()
+	sc.raw.Close()
 }
 
 // oldClient is the answer to a client of an older protocol version.
@@ -365,9 +388,10 @@ func (sc *serverConn) armFrame() {
 	sc.mu.Unlock()
 }
 
-func (sc *serverConn) serve() {
-	// Deferred calls run last first: on a panic, the log entry, then the
-	// abandoned backup, then the close the client sees.
+// guard runs a session's deferred duties: deferred calls run last first,
+// so on a panic the log entry, then the abandoned backup, then the close
+// the client sees.
+func (sc *serverConn) guard(session func()) {
 	defer sc.c.Close()
 	// A connection that ends without a commit records no snapshot.
 	defer func() {
@@ -384,16 +408,24 @@ func (sc *serverConn) serve() {
 			sc.s.cfg.Log("conn.panic", "remote", sc.c.RemoteAddr().String(), "panic", bounded(fmt.Sprint(v), maxLogValue), "stack", string(debug.Stack()))
 		}
 	}()
+	session()
+}
+
+// serveTLS admits a TLS client by its registered key, then serves its
+// requests.
+func (sc *serverConn) serveTLS() { sc.guard(sc.admitTLS) }
+
+func (sc *serverConn) admitTLS() {
 	log := sc.s.cfg.Log
 	remote := sc.c.RemoteAddr().String()
 	sc.c.SetDeadline(time.Now().Add(sc.s.cfg.HandshakeTimeout))
-	if err := sc.c.HandshakeContext(context.Background()); err != nil {
+	if err := sc.tc.HandshakeContext(context.Background()); err != nil {
 		log("conn.refused", "remote", remote, "reason", handshakeReason(err))
 		return
 	}
 	// The client's signature is verified: from here on it holds the key.
 	shaken := time.Now()
-	pub, _ := peerKey(sc.c.ConnectionState())
+	pub, _ := peerKey(sc.tc.ConnectionState())
 	fp := engine.KeyFingerprint(pub)
 	bw := bufio.NewWriterSize(sc.c, 64<<10)
 	w := &deadlineWriter{c: sc.c, w: bw, d: sc.s.cfg.WriteTimeout}
@@ -422,7 +454,7 @@ func (sc *serverConn) serve() {
 		return
 	}
 	sc.gate.leave(sc.pend)
-	if sc.c.ConnectionState().NegotiatedProtocol != alpnProto {
+	if sc.tc.ConnectionState().NegotiatedProtocol != alpnProto {
 		// A client of protocol version 1 checks the hello's version and
 		// would only say "unexpected greeting": it shows an error frame's
 		// message instead.
@@ -432,12 +464,23 @@ func (sc *serverConn) serve() {
 		}
 		return
 	}
+	sc.auth = func(ctx context.Context) (*engine.Tenant, []string, error) {
+		return sc.s.e.AuthenticateClient(ctx, pub)
+	}
+	sc.session(w, roles, remote, fp)
+}
+
+// session sends the hello of an admitted session and serves its requests
+// until it ends.
+func (sc *serverConn) session(w *deadlineWriter, roles []string, remote, fp string) {
+	log := sc.s.cfg.Log
+	bw := w.w
 	sc.c.SetDeadline(time.Time{})
 	// From the hello on, a cut tells an idle client why; the hello goes
 	// out under sc.mu so that a cut's refusal follows it.
 	sc.mu.Lock()
 	sc.w = w
-	err = writeFrame(w, response{Kind: kindHello, Version: ProtocolVersion, Roles: roles}, nil)
+	err := writeFrame(w, response{Kind: kindHello, Version: ProtocolVersion, Roles: roles}, nil)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -456,7 +499,7 @@ func (sc *serverConn) serve() {
 			break
 		}
 		start := time.Now()
-		outcome := sc.handle(w, pub, &req, body)
+		outcome := sc.handle(w, &req, body)
 		// Logged before the flush, so the entry exists by the time the
 		// client holds the answer.
 		log("request", "fingerprint", fp, "op", opLabel(req.Op), "outcome", outcome, "ms", time.Since(start).Milliseconds())
@@ -509,7 +552,7 @@ func handshakeReason(err error) string {
 // deadlineWriter gives every write to the connection a deadline, so a
 // client that stops reading cannot hold a request open forever.
 type deadlineWriter struct {
-	c *tls.Conn
+	c net.Conn
 	w *bufio.Writer
 	d time.Duration
 }
@@ -570,7 +613,7 @@ var roleFor = map[string][]string{
 // handle answers one request and returns its outcome ("ok" or an error
 // code). The key is checked again first, so a removed key or a locked
 // tenant is cut off at its next request.
-func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *request, body []byte) string {
+func (sc *serverConn) handle(w *deadlineWriter, req *request, body []byte) string {
 	ctx := context.Background()
 	fail := func(code, msg string) string {
 		// Messages may quote the client's own paths: bounded, so the
@@ -578,7 +621,7 @@ func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *requ
 		writeFrame(w, response{Kind: kindError, Code: code, Message: bounded(msg, maxMessage)}, nil)
 		return code
 	}
-	t, roles, err := sc.s.e.AuthenticateClient(ctx, pub)
+	t, roles, err := sc.auth(ctx)
 	if err != nil {
 		if errors.Is(err, engine.ErrClientRefused) {
 			return fail(refusedKey.Code, refusedKey.Message)
@@ -600,6 +643,9 @@ func (sc *serverConn) handle(w *deadlineWriter, pub ed25519.PublicKey, req *requ
 	}
 	errOut := func(err error) string {
 		code, msg := errorCode(err)
+		if sc.tc == nil {
+			code, msg = localErrorCode(err)
+		}
 		return fail(code, msg)
 	}
 	switch req.Op {

@@ -394,7 +394,7 @@ func soakHonest(t *testing.T, id int, key ed25519.PrivateKey, addr, fp string, d
 					return err
 				}
 				defer os.RemoveAll(target)
-				if _, err := cl.Restore(ctx, snap.ID, target, nil); err != nil {
+				if _, err := cl.Restore(ctx, snap.ID, target, engine.RestoreOptions{}); err != nil {
 					return err
 				}
 				return sameTree(src, filepath.Join(target, src))

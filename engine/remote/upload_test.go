@@ -164,7 +164,7 @@ func TestRemoteBackupRoundTrip(t *testing.T) {
 	}
 	rc := f.dial(t, f.key(t, "alice", "restore"))
 	target := t.TempDir()
-	if _, err := rc.Restore(ctx, "latest", target, nil); err != nil {
+	if _, err := rc.Restore(ctx, "latest", target, engine.RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	sameFiles(t, src, filepath.Join(target, src))
@@ -329,7 +329,7 @@ func TestRemoteBackupRoles(t *testing.T) {
 		t.Errorf("backup key dump: %v", err)
 	}
 	cl = f.dial(t, f.key(t, "alice", "backup"))
-	if _, err := cl.Restore(ctx, "latest", t.TempDir(), nil); !errors.Is(err, ErrRefused) {
+	if _, err := cl.Restore(ctx, "latest", t.TempDir(), engine.RestoreOptions{}); !errors.Is(err, ErrRefused) {
 		t.Errorf("backup key restore: %v", err)
 	}
 	rc := f.dial(t, f.key(t, "alice", "restore"))
@@ -412,7 +412,7 @@ func TestRemoteBackupResume(t *testing.T) {
 			checkRepo(t, f.e)
 			rc := f.dial(t, f.key(t, "alice", "restore"))
 			target := t.TempDir()
-			if _, err := rc.Restore(ctx, "latest", target, nil); err != nil {
+			if _, err := rc.Restore(ctx, "latest", target, engine.RestoreOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			sameFiles(t, src, filepath.Join(target, src))
